@@ -1,0 +1,9 @@
+"""kvae: variational autoencoders for Keras 3 that can leave Python."""
+
+__version__ = "0.1.0"
+
+from kvae.autoencoder import Autoencoder  # noqa: E402
+from kvae.layers import Sampling  # noqa: E402
+from kvae.vae import VAE  # noqa: E402
+
+__all__ = ["VAE", "Autoencoder", "Sampling", "__version__"]

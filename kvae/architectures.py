@@ -1,0 +1,93 @@
+"""The built-in encoder and decoder architectures, as functional Keras models.
+
+An encoder maps x (batch, *input_shape) to (z_mean, z_log_var), each
+(batch, latent_dim) — or, for the plain autoencoder, to one code h. A decoder
+maps z (batch, latent_dim) to (batch, *input_shape): logits for a Bernoulli
+likelihood (output_activation=None), means in [0, 1] otherwise ("sigmoid").
+"""
+
+import math
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("mlp", "conv")
+
+
+def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True):
+    """784-200-200-L with tanh: the MLP of the IWAE paper (Burda et al., 2015)."""
+    x = keras.Input(shape=input_shape, name="x")
+    h = layers.Flatten()(x)
+    for i, units in enumerate(hidden):
+        h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+    return _encoder_heads(x, h, latent_dim, variational, activation)
+
+
+def mlp_decoder(latent_dim, output_shape, hidden=(200, 200), activation="tanh", output_activation=None):
+    z = keras.Input(shape=(latent_dim,), name="z")
+    h = z
+    for i, units in enumerate(hidden):
+        h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+    h = layers.Dense(math.prod(output_shape), activation=output_activation, name="output")(h)
+    out = layers.Reshape(output_shape, name="x_out")(h)
+    return keras.Model(z, out, name="decoder")
+
+
+def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, variational=True):
+    """Two stride-2 3x3 convolutions (32 then 64 filters), then a small dense layer."""
+    _check_divisible(input_shape, 2 ** len(filters))
+    x = keras.Input(shape=input_shape, name="x")
+    h = x
+    for i, f in enumerate(filters):
+        h = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
+    h = layers.Flatten()(h)
+    h = layers.Dense(dense_units, activation="relu", name="dense")(h)
+    return _encoder_heads(x, h, latent_dim, variational, "tanh")
+
+
+def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=None):
+    """The encoder mirrored: dense to a (h/4, w/4, 64) map, then stride-2 transposed convolutions."""
+    _check_divisible(output_shape, 2 ** len(filters))
+    height, width, channels = output_shape
+    scale = 2 ** len(filters)
+    z = keras.Input(shape=(latent_dim,), name="z")
+    h = layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu", name="dense")(z)
+    h = layers.Reshape((height // scale, width // scale, filters[-1]))(h)
+    for i, f in enumerate(reversed(filters)):
+        h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
+    out = layers.Conv2DTranspose(channels, 3, padding="same", activation=output_activation, name="x_out")(h)
+    return keras.Model(z, out, name="decoder")
+
+
+def build(architecture, input_shape, latent_dim, output_activation=None, variational=True):
+    """Returns (encoder, decoder) of a built-in architecture."""
+    input_shape = tuple(input_shape)
+    if architecture == "mlp":
+        enc = mlp_encoder(input_shape, latent_dim, variational=variational)
+        dec = mlp_decoder(latent_dim, input_shape, output_activation=output_activation)
+    elif architecture == "conv":
+        enc = conv_encoder(input_shape, latent_dim, variational=variational)
+        dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation)
+    else:
+        raise ValueError(f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
+    return enc, dec
+
+
+def _encoder_heads(x, h, latent_dim, variational, code_activation):
+    if not isinstance(latent_dim, int) or latent_dim < 1:
+        raise ValueError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
+    if variational:
+        z_mean = layers.Dense(latent_dim, name="z_mean")(h)
+        z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+        return keras.Model(x, [z_mean, z_log_var], name="encoder")
+    # The autoencoder's deterministic code h = g(Wx + b).
+    code = layers.Dense(latent_dim, activation=code_activation, name="code")(h)
+    return keras.Model(x, code, name="encoder")
+
+
+def _check_divisible(shape, k):
+    if len(shape) != 3 or shape[0] % k or shape[1] % k:
+        raise ValueError(
+            f"The conv architecture needs (height, width, channels) with height and width "
+            f"divisible by {k}. Received: input_shape={tuple(shape)}"
+        )

@@ -1,0 +1,56 @@
+"""The deterministic autoencoder that the VAE story starts from."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from kvae import losses
+
+
+@keras.saving.register_keras_serializable(package="kvae")
+class Autoencoder(keras.Model):
+    """Code h = g(Wx + b), reconstruction x_hat = f(W* h + c), squared-error objective.
+
+    Args:
+        encoder: Keras model, x (batch, *input_shape) -> h (batch, code_dim).
+        decoder: Keras model, h -> x_hat (batch, *input_shape) in [0, 1]
+            (build it with output_activation="sigmoid").
+
+    It learns codes but no distribution over them: decoding random codes is
+    not generation, which is what the VAE adds.
+    """
+
+    def __init__(self, encoder, decoder, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.code_dim = int(decoder.inputs[0].shape[-1])
+
+    def call(self, x, training=False):
+        return self.decoder(self.encoder(x, training=training), training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        return ops.mean(losses.squared_error(x, y_pred)) + ops.sum(self.losses)
+
+    def encode(self, x, batch_size=512):
+        return self.encoder.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+
+    def decode(self, h, batch_size=512):
+        return self.decoder.predict(np.asarray(h, np.float32), batch_size=batch_size, verbose=0)
+
+    def reconstruct(self, x):
+        return self.decode(self.encode(x))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "encoder": keras.saving.serialize_keras_object(self.encoder),
+            "decoder": keras.saving.serialize_keras_object(self.decoder),
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
+        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
+        return cls(encoder, decoder, **config)

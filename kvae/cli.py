@@ -1,0 +1,66 @@
+"""The `kvae` command line: train (and, from the later stages, export, generate, serve)."""
+
+import argparse
+import dataclasses
+import os
+import sys
+
+from kvae.config import TrainConfig
+
+DEFAULTS = TrainConfig()
+
+
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a VAE; re-running resumes after the last completed epoch")
+    d = DEFAULTS
+    p.add_argument("--run-dir", default=d.run_dir, help="where config, model, history and pictures go")
+    p.add_argument("--dataset", default=d.dataset, help="fashion_mnist (local IDX files) or a tfds image dataset name")
+    p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
+    p.add_argument("--train-limit", type=int, default=None, help="train on the first N images only")
+    p.add_argument("--architecture", choices=["mlp", "conv"], default=d.architecture)
+    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=d.likelihood)
+    p.add_argument("--gaussian-variance", default=d.gaussian_variance, help="'learned' or a fixed pixel variance")
+    p.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")
+    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="ramp the KL weight linearly over N epochs")
+    p.add_argument("--free-bits", type=float, default=d.free_bits, help="KL floor per latent dimension, nats")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.set_defaults(func=_train)
+
+
+def _train(args):
+    from kvae.train import TrainingDiverged, train
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    if values["gaussian_variance"] != "learned":
+        values["gaussian_variance"] = float(values["gaussian_variance"])
+    try:
+        config = TrainConfig(**values)
+        result = train(config)
+    except (ValueError, TrainingDiverged) as e:
+        print(f"kvae train: error: {e}", file=sys.stderr)
+        return 2
+    m = result.test_metrics
+    print(
+        f"test negative ELBO {m['negative_elbo']:.2f} nats "
+        f"(reconstruction {m['reconstruction_loss']:.2f} + KL {m['kl_loss']:.2f}) on {m['num_examples']} images; "
+        f"run in {config.run_dir}"
+    )
+    return 0
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
+    parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

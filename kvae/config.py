@@ -1,0 +1,65 @@
+"""The flat training configuration: everything needed to rebuild and retrain a run."""
+
+import dataclasses
+import json
+
+from kvae.architectures import ARCHITECTURES
+from kvae.vae import LIKELIHOODS
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    run_dir: str = "runs/fashion-mlp"
+    dataset: str = "fashion_mnist"
+    data_dir: str | None = None
+    train_limit: int | None = None  # use only the first N training images (quick runs, tests)
+    architecture: str = "mlp"
+    latent_dim: int = 16
+    likelihood: str = "bernoulli"
+    gaussian_variance: str | float = "learned"
+    beta: float = 1.0
+    warmup_epochs: int = 0
+    free_bits: float = 0.0
+    epochs: int = 10
+    batch_size: int = 100
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+    def __post_init__(self):
+        checks = [
+            (self.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}"),
+            (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}"),
+            (self.latent_dim >= 1, "latent_dim must be >= 1"),
+            (self.epochs >= 1, "epochs must be >= 1"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.beta >= 0, "beta must be >= 0"),
+            (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
+            (self.free_bits >= 0, "free_bits must be >= 0"),
+            (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"Invalid training config: {message}. Received: {self}")
+
+    @property
+    def binarize(self):
+        """Bernoulli models train on binarized pixels."""
+        return self.likelihood == "bernoulli"
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    def save(self, path):
+        with open(path, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def load(cls, path):
+        with open(path) as f:
+            data = json.load(f)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise ValueError(f"{path} has unknown keys {sorted(unknown)}; it was not written by this kvae version.")
+        return cls(**data)

@@ -1,0 +1,6 @@
+"""Data for kvae: sources (IDX files, tensorflow-datasets, arrays) and tf.data pipelines."""
+
+from kvae.data.idx import DataError, read_idx
+from kvae.data.sources import Splits, check_images, from_arrays, load_dataset
+
+__all__ = ["DataError", "Splits", "check_images", "from_arrays", "load_dataset", "read_idx"]

@@ -1,0 +1,65 @@
+"""Pictures of a run, as PNG files (matplotlib, Agg backend, no display needed)."""
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def tile(images, ncols=None):
+    """(n, h, w, c) in [0, 1] -> one (rows*h, ncols*w, c) mosaic with 1-pixel gaps."""
+    images = np.asarray(images, np.float32)
+    n, h, w, c = images.shape
+    ncols = ncols or math.ceil(math.sqrt(n))
+    nrows = math.ceil(n / ncols)
+    out = np.ones((nrows * (h + 1) - 1, ncols * (w + 1) - 1, c), np.float32)
+    for i, img in enumerate(images):
+        r, col = divmod(i, ncols)
+        out[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = img
+    return out
+
+
+def _show(ax, mosaic):
+    if mosaic.shape[-1] == 1:
+        ax.imshow(mosaic[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(np.clip(mosaic, 0, 1), interpolation="nearest")
+    ax.set_axis_off()
+
+
+def save_grid(images, path, title=None, ncols=None):
+    """A grid of images, e.g. decoded samples from the prior."""
+    mosaic = tile(images, ncols)
+    fig, ax = plt.subplots(figsize=(6, 6 * mosaic.shape[0] / mosaic.shape[1] + (0.4 if title else 0)))
+    _show(ax, mosaic)
+    if title:
+        ax.set_title(title)
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+
+
+def save_reconstructions(x, x_hat, path, title="inputs (left) and reconstructions (right)"):
+    """Each input beside its reconstruction, in pairs of columns."""
+    pairs = np.stack([x, x_hat], axis=1).reshape((-1,) + x.shape[1:])
+    save_grid(pairs, path, title=title, ncols=2 * math.ceil(math.sqrt(len(x) / 2)))
+
+
+def save_history(rows, path):
+    """Training curves: loss, reconstruction and KL (and their validation values)."""
+    keys = [("loss", "loss"), ("reconstruction_loss", "reconstruction"), ("kl_loss", "KL")]
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    epochs = [r["epoch"] + 1 for r in rows]
+    for ax, (key, label) in zip(axes, keys):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = [r.get(prefix + key) for r in rows]
+            if any(v is not None for v in values):
+                ax.plot(epochs, values, style, marker="o", label=(prefix or "train_").rstrip("_"))
+        ax.set_title(f"{label} (nats)")
+        ax.set_xlabel("epoch")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

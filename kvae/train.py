@@ -1,0 +1,132 @@
+"""`kvae train`: data -> VAE -> model.fit, with resume, a NaN guard and pictures."""
+
+import dataclasses
+import json
+import os
+
+import keras
+
+from kvae import architectures, plots
+from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
+from kvae.config import TrainConfig
+from kvae.data import load_dataset
+from kvae.data import pipeline
+from kvae.vae import VAE
+
+CONFIG_FILE = "config.json"
+METRICS_FILE = "test_metrics.json"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the run directory keeps the last good epoch."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    model: VAE
+    history: list  # one dict of logs per completed epoch
+    test_metrics: dict
+    resumed_from: int  # epochs already done when this call started
+
+
+def build_model(config, input_shape):
+    """The VAE a config describes (untrained)."""
+    output_activation = None if config.likelihood == "bernoulli" else "sigmoid"
+    encoder, decoder = architectures.build(
+        config.architecture, input_shape, config.latent_dim, output_activation=output_activation
+    )
+    return VAE(
+        encoder,
+        decoder,
+        likelihood=config.likelihood,
+        beta=config.beta,
+        free_bits=config.free_bits,
+        gaussian_variance=config.gaussian_variance,
+        seed=config.seed,
+    )
+
+
+def train(config, splits=None, verbose="auto"):
+    """Trains (or resumes) the run in `config.run_dir` and writes its files.
+
+    Re-running with the same config resumes after the last completed epoch;
+    a different config for an existing run directory is an error.
+    """
+    os.makedirs(config.run_dir, exist_ok=True)
+    _check_or_write_config(config)
+    splits = splits if splits is not None else load_dataset(config.dataset, config.data_dir)
+    x_train = splits.x_train[: config.train_limit]
+    x_val = pipeline.prepare_eval(splits.x_val, config.binarize)
+    x_test = pipeline.prepare_eval(splits.x_test, config.binarize)
+
+    keras.utils.set_random_seed(config.seed)  # weight initialisation
+    state = load_state(config.run_dir)
+    if state is None:
+        model = build_model(config, splits.input_shape)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        done, history = 0, []
+    else:
+        model = keras.saving.load_model(state["checkpoint_path"])
+        done, history = state["epoch"], state["history"]
+        print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
+
+    nan_guard = StopOnNaN()
+    checkpoint = EpochCheckpoint(config.run_dir, history)
+    callbacks = [nan_guard, checkpoint, keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs"))]
+    if config.warmup_epochs:
+        callbacks.insert(0, KLWarmup(config.beta, config.warmup_epochs))
+    if done < config.epochs:
+        model.fit(
+            pipeline.train_dataset(x_train, config.batch_size, config.binarize, seed=config.seed),
+            epochs=config.epochs,
+            initial_epoch=done,
+            validation_data=pipeline.eval_dataset(x_val, config.batch_size),
+            callbacks=callbacks,
+            shuffle=False,  # the pipeline shuffles, seeded
+            verbose=verbose,
+        )
+    if nan_guard.failed_at is not None:
+        epoch, batch = nan_guard.failed_at
+        saved = len(checkpoint.rows)
+        raise TrainingDiverged(
+            f"The loss became NaN/Inf in epoch {epoch + 1}, batch {batch + 1}; training stopped. "
+            f"{os.path.join(config.run_dir, 'model.keras')} keeps the last good model (epoch {saved}). "
+            "Lower --learning-rate, use a warm-up (--warmup-epochs), or check the data for NaN."
+        )
+
+    model.kl_weight.assign(config.beta)
+    test_metrics = evaluate_elbo(model, x_test, config.batch_size)
+    with open(os.path.join(config.run_dir, METRICS_FILE), "w") as f:
+        json.dump(test_metrics, f, indent=2)
+    write_pictures(model, splits.x_test, x_test, checkpoint.rows, config.run_dir, config.seed)
+    return TrainResult(model, checkpoint.rows, test_metrics, done)
+
+
+def evaluate_elbo(model, x, batch_size):
+    """One-sample estimate of the test negative ELBO and its parts, in nats per image."""
+    logs = model.evaluate(pipeline.eval_dataset(x, batch_size), return_dict=True, verbose=0)
+    recon, kl = logs["reconstruction_loss"], logs["kl_loss"]
+    return {"negative_elbo": recon + kl, "reconstruction_loss": recon, "kl_loss": kl, "num_examples": len(x)}
+
+
+def write_pictures(model, x_uint8, x_eval, rows, run_dir, seed):
+    plots.save_grid(model.sample(64, seed=seed), os.path.join(run_dir, "samples.png"), "samples from the prior")
+    # Show reconstructions of the grey-level images: easier to judge than binary ones.
+    x = x_uint8[:32].astype("float32") / 255.0
+    plots.save_reconstructions(x, model.reconstruct(x), os.path.join(run_dir, "reconstructions.png"))
+    if rows:
+        plots.save_history(rows, os.path.join(run_dir, "history.png"))
+
+
+def _check_or_write_config(config):
+    path = os.path.join(config.run_dir, CONFIG_FILE)
+    if os.path.exists(path):
+        old = TrainConfig.load(path).to_dict()
+        new = config.to_dict()
+        changed = {k: (old[k], new[k]) for k in new if k != "epochs" and old[k] != new[k]}
+        if changed:
+            raise ValueError(
+                f"{config.run_dir} holds a run with a different config {changed} (saved, requested). "
+                "Use a new --run-dir, or the saved settings to resume it."
+            )
+    config.save(path)
