@@ -1,0 +1,38 @@
+"""Shared fixtures: small slices of the real Fashion-MNIST and a tiny trained run."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@pytest.fixture(scope="session")
+def splits():
+    """The real Fashion-MNIST splits from the local IDX files (no network)."""
+    from kvae.data import load_dataset
+
+    return load_dataset("fashion_mnist")
+
+
+def _train_tiny(run_dir, splits, **overrides):
+    from kvae.config import TrainConfig
+    from kvae.train import train
+
+    settings = dict(run_dir=str(run_dir), train_limit=2000, epochs=1, latent_dim=8, batch_size=100, seed=1)
+    settings.update(overrides)
+    return train(TrainConfig(**settings), splits=splits, verbose=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, splits):
+    """A Bernoulli MLP VAE trained for one epoch on 2,000 real images: (run_dir, TrainResult)."""
+    run_dir = tmp_path_factory.mktemp("tiny_run")
+    return run_dir, _train_tiny(run_dir, splits)
+
+
+@pytest.fixture(scope="session")
+def tiny_gaussian_conv_run(tmp_path_factory, splits):
+    """A Gaussian conv VAE trained for one epoch on 2,000 real images: (run_dir, TrainResult)."""
+    run_dir = tmp_path_factory.mktemp("tiny_gaussian_conv_run")
+    return run_dir, _train_tiny(run_dir, splits, architecture="conv", likelihood="gaussian", latent_dim=4)
