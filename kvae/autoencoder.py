@@ -33,10 +33,10 @@ class Autoencoder(keras.Model):
         return ops.mean(losses.squared_error(x, y_pred)) + ops.sum(self.losses)
 
     def encode(self, x, batch_size=512):
-        return self.encoder.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
+        return _eager(self.encoder, x, batch_size)
 
     def decode(self, h, batch_size=512):
-        return self.decoder.predict(np.asarray(h, np.float32), batch_size=batch_size, verbose=0)
+        return _eager(self.decoder, h, batch_size)
 
     def reconstruct(self, x):
         return self.decode(self.encode(x))
@@ -54,3 +54,8 @@ class Autoencoder(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
+
+
+def _eager(model, x, batch_size):
+    x = np.asarray(x, np.float32)
+    return np.concatenate([ops.convert_to_numpy(model(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])

@@ -88,9 +88,13 @@ def train(config, splits=None, verbose="auto"):
     if nan_guard.failed_at is not None:
         epoch, batch = nan_guard.failed_at
         saved = len(checkpoint.rows)
+        kept = (
+            f"{os.path.join(config.run_dir, 'model.keras')} keeps the last good model (epoch {saved})"
+            if saved
+            else "no epoch had completed, so no model was saved"
+        )
         raise TrainingDiverged(
-            f"The loss became NaN/Inf in epoch {epoch + 1}, batch {batch + 1}; training stopped. "
-            f"{os.path.join(config.run_dir, 'model.keras')} keeps the last good model (epoch {saved}). "
+            f"The loss became NaN/Inf in epoch {epoch + 1}, batch {batch + 1}; training stopped and {kept}. "
             "Lower --learning-rate, use a warm-up (--warmup-epochs), or check the data for NaN."
         )
 

@@ -131,13 +131,12 @@ class VAE(keras.Model):
 
     def encode(self, x, batch_size=512):
         """x (n, *input_shape) in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
-        z_mean, z_log_var = self.encoder.predict(np.asarray(x, np.float32), batch_size=batch_size, verbose=0)
-        return z_mean, z_log_var
+        outputs = _batched(self.encoder, x, batch_size)
+        return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
     def decode(self, z, batch_size=512):
         """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z)."""
-        out = self.decoder.predict(np.asarray(z, np.float32), batch_size=batch_size, verbose=0)
-        return self.output_mean(out)
+        return np.concatenate([self.output_mean(o) for o in _batched(self.decoder, z, batch_size)])
 
     def output_mean(self, reconstruction):
         """The mean of p(x|z) from a decoder output (sigmoid of Bernoulli logits)."""
@@ -177,3 +176,13 @@ class VAE(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
+
+
+def _batched(model, x, batch_size):
+    """Calls `model` eagerly on slices of x (no tf.function tracing per shape); NumPy out."""
+    x = np.asarray(x, np.float32)
+    outs = []
+    for i in range(0, len(x), batch_size):
+        out = model(x[i : i + batch_size], training=False)
+        outs.append([ops.convert_to_numpy(o) for o in out] if isinstance(out, (list, tuple)) else out)
+    return outs

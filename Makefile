@@ -1,0 +1,37 @@
+# One command sets up and runs the demo, one runs the tests (see README.md).
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+FMNIST  = /usr/share/datasets/fashion-mnist
+RUN    ?= runs/demo
+
+.PHONY: install data demo test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[train,serving,test]"
+	touch $@
+
+# Fashion-MNIST from Debian's package when we are root and it is missing;
+# otherwise kvae falls back to tensorflow-datasets (which downloads it).
+data:
+	@if [ -n "$$KVAE_DATA_DIR" ] || [ -f $(FMNIST)/train-images-idx3-ubyte.gz ]; then \
+		echo "Fashion-MNIST: found local IDX files"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST: no local files and not root; kvae will use tensorflow-datasets"; \
+	fi
+
+demo: install data
+	$(BIN)/kvae train --run-dir $(RUN) --architecture mlp --latent-dim 16 --epochs 10
+	@echo "Pictures: $(RUN)/samples.png $(RUN)/reconstructions.png $(RUN)/history.png"
+
+test: install data
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs artifacts .pytest_cache

@@ -1,0 +1,119 @@
+"""`kvae train`: run directory, resume after a kill, NaN guard, reproducibility, warm-up."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from kvae import architectures
+from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
+from kvae.cli import main
+from kvae.config import TrainConfig
+from kvae.train import TrainingDiverged, train
+from kvae.vae import VAE
+
+
+def test_run_directory_has_every_file(tiny_run):
+    run_dir, result = tiny_run
+    for name in ("config.json", "model.keras", "history.csv", "samples.png", "reconstructions.png", "test_metrics.json"):
+        assert (run_dir / name).stat().st_size > 0, name
+    assert any((run_dir / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
+    config = TrainConfig.load(run_dir / "config.json")
+    assert config.latent_dim == 8 and config.train_limit == 2000
+    header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "loss", "reconstruction_loss", "kl_loss", "val_loss"} <= set(header)
+    metrics = json.loads((run_dir / "test_metrics.json").read_text())
+    assert metrics["num_examples"] == 10_000
+    assert metrics["negative_elbo"] == pytest.approx(metrics["reconstruction_loss"] + metrics["kl_loss"])
+    assert result.test_metrics == metrics
+
+
+def test_seeded_runs_repeat_exactly(tmp_path, splits):
+    histories = []
+    for name in ("a", "b"):
+        config = TrainConfig(run_dir=str(tmp_path / name), train_limit=500, epochs=2, latent_dim=4, seed=11)
+        histories.append(train(config, splits=splits, verbose=0).history)
+    assert histories[0] == histories[1]
+
+
+def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, "-m", "kvae.cli", "train", "--run-dir", str(run_dir), "--epochs", "4",
+           "--train-limit", "20000", "--latent-dim", "4", "--seed", "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while load_state(run_dir) is None and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    state = load_state(run_dir)
+    assert state is not None, "the run never finished an epoch"
+    done = state["epoch"]
+    assert 1 <= done < 4, f"kill came too late (after epoch {done})"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert f"Resuming {run_dir} after epoch {done} of 4." in out.stdout
+    rows = load_state(run_dir)["history"]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 4
+    assert len(os.listdir(run_dir / "checkpoints")) == 1
+
+
+def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, splits):
+    x = splits.x_train[:200].astype("float32") / 255.0
+    encoder, decoder = architectures.build("mlp", (28, 28, 1), 2)
+    model = VAE(encoder, decoder, seed=0)
+    model.compile(optimizer="adam")
+
+    def batches():  # epoch 1 is clean, epoch 2 turns NaN at its second batch
+        for epoch in range(2):
+            for i in range(4):
+                batch = x[i * 50 : (i + 1) * 50].copy()
+                if epoch == 1 and i == 1:
+                    batch[0, 0, 0, 0] = np.nan
+                yield batch
+
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_generator(batches, output_signature=tf.TensorSpec((None, 28, 28, 1), tf.float32))
+    guard, ckpt = StopOnNaN(), EpochCheckpoint(str(tmp_path))
+    model.fit(ds, epochs=2, steps_per_epoch=4, callbacks=[guard, ckpt], verbose=0)
+    assert guard.failed_at == (1, 1)
+    state = load_state(tmp_path)
+    assert state["epoch"] == 1 and len(state["history"]) == 1
+    good = keras.saving.load_model(tmp_path / "model.keras")
+    assert all(np.isfinite(w).all() for w in good.get_weights())
+
+
+def test_divergence_is_reported_clearly(tmp_path, splits):
+    config = TrainConfig(run_dir=str(tmp_path / "nan"), train_limit=500, epochs=2, learning_rate=1e30)
+    with pytest.raises(TrainingDiverged, match="NaN/Inf in epoch 1.*Lower --learning-rate"):
+        train(config, splits=splits, verbose=0)
+
+
+def test_a_different_config_for_an_existing_run_is_refused(tiny_run, splits):
+    run_dir, _ = tiny_run
+    config = TrainConfig(run_dir=str(run_dir), train_limit=2000, epochs=1, latent_dim=9, batch_size=100, seed=1)
+    with pytest.raises(ValueError, match="different config.*latent_dim"):
+        train(config, splits=splits, verbose=0)
+
+
+def test_kl_warmup_ramps_linearly_to_beta():
+    warmup = KLWarmup(beta=2.0, epochs=4)
+    assert [warmup.weight(e) for e in range(6)] == [0.5, 1.0, 1.5, 2.0, 2.0, 2.0]
+
+
+def test_cli_rejects_bad_settings_with_exit_code_2(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--latent-dim", "0"]) == 2
+    assert "latent_dim must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", "--architecture", "rnn"])
