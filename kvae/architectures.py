@@ -11,7 +11,7 @@ import math
 import keras
 from keras import layers
 
-ARCHITECTURES = ("mlp", "conv")
+from kvae.config import ARCHITECTURES
 
 
 def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True):

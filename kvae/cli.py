@@ -5,7 +5,10 @@ import dataclasses
 import os
 import sys
 
-from kvae.config import TrainConfig
+# Before anything imports TensorFlow: keep its C++ start-up chatter out of the CLI.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from kvae.config import PRESETS, TrainConfig
 
 DEFAULTS = TrainConfig()
 
@@ -13,6 +16,7 @@ DEFAULTS = TrainConfig()
 def _add_train(sub):
     p = sub.add_parser("train", help="train a VAE; re-running resumes after the last completed epoch")
     d = DEFAULTS
+    p.add_argument("--preset", choices=sorted(PRESETS), help="a documented recipe; other flags override it")
     p.add_argument("--run-dir", default=d.run_dir, help="where config, model, history and pictures go")
     p.add_argument("--dataset", default=d.dataset, help="fashion_mnist (local IDX files) or a tfds image dataset name")
     p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
@@ -27,6 +31,7 @@ def _add_train(sub):
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule)
     p.add_argument("--seed", type=int, default=d.seed)
     p.set_defaults(func=_train)
 
@@ -35,12 +40,16 @@ def _train(args):
     from kvae.train import TrainingDiverged, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    given = {k: v for k, v in vars(args).items() if k in fields}
+    # Precedence: flags typed on the command line, then the preset, then defaults.
+    typed = {k for k, v in given.items() if v != getattr(DEFAULTS, k)}
+    values = {**given, **{k: v for k, v in PRESETS.get(args.preset, {}).items() if k not in typed}}
     if values["gaussian_variance"] != "learned":
         values["gaussian_variance"] = float(values["gaussian_variance"])
     try:
         config = TrainConfig(**values)
-        result = train(config)
+        # A progress bar on a terminal; one line per epoch in logs and CI.
+        result = train(config, verbose=1 if sys.stdout.isatty() else 2)
     except (ValueError, TrainingDiverged) as e:
         print(f"kvae train: error: {e}", file=sys.stderr)
         return 2
@@ -53,11 +62,55 @@ def _train(args):
     return 0
 
 
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="test NLL (importance-weighted), negative ELBO, bits/dim, active units")
+    p.add_argument("run_dir")
+    p.add_argument("--k", type=int, default=5000, help="importance samples per image (papers report k=5000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's own samples")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N test images only")
+    p.add_argument("--batch-size", type=int, default=100)
+    p.set_defaults(func=_evaluate)
+
+
+def _evaluate(args):
+    from kvae.evaluate import format_table
+    from kvae.runs import EVALUATION_FILE, evaluate_run
+
+    try:
+        result = evaluate_run(args.run_dir, k=args.k, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
+                              verbose=1 if sys.stdout.isatty() else 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"kvae evaluate: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(result))
+    print(f"written to {os.path.join(args.run_dir, EVALUATION_FILE)}")
+    return 0
+
+
+def _add_plot(sub):
+    p = sub.add_parser("plot", help="redraw a run's pictures (samples, reconstructions, latent space, curves)")
+    p.add_argument("run_dir")
+    p.set_defaults(func=_plot)
+
+
+def _plot(args):
+    from kvae.runs import plot_run
+
+    try:
+        paths = plot_run(args.run_dir)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"kvae plot: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(paths.values()))
+    return 0
+
+
 def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out of the CLI
     parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
+    _add_evaluate(sub)
+    _add_plot(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -3,8 +3,22 @@
 import dataclasses
 import json
 
-from kvae.architectures import ARCHITECTURES
-from kvae.vae import LIKELIHOODS
+ARCHITECTURES = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+LR_SCHEDULES = ("constant", "cosine")
+
+# Documented recipes (`kvae train --preset NAME`); flags given with a preset override it.
+PRESETS = {
+    "fashion-mlp": dict(
+        architecture="mlp", latent_dim=50, likelihood="bernoulli", epochs=300, batch_size=100,
+        learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=10,
+    ),
+    "fashion-conv": dict(
+        architecture="conv", latent_dim=50, likelihood="bernoulli", epochs=60, batch_size=128,
+        learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=5,
+    ),
+}
 
 
 @dataclasses.dataclass
@@ -23,6 +37,7 @@ class TrainConfig:
     epochs: int = 10
     batch_size: int = 100
     learning_rate: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine": decays to 0 over all epochs
     seed: int = 0
 
     def __post_init__(self):
@@ -33,6 +48,7 @@ class TrainConfig:
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.lr_schedule in LR_SCHEDULES, f"lr_schedule must be one of {LR_SCHEDULES}"),
             (self.beta >= 0, "beta must be >= 0"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
             (self.free_bits >= 0, "free_bits must be >= 0"),

@@ -63,3 +63,16 @@ def save_history(rows, path):
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_scatter(points, labels, path, title, class_names=None):
+    """2-D points coloured by class, e.g. test z_mean or its projection."""
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    sc = ax.scatter(points[:, 0], points[:, 1], c=labels, cmap="tab10", s=3, alpha=0.7)
+    handles, _ = sc.legend_elements()
+    names = class_names or [str(c) for c in np.unique(labels)]
+    ax.legend(handles, names[: len(handles)], fontsize=7, markerscale=1.2, loc="best")
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

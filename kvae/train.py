@@ -6,7 +6,7 @@ import os
 
 import keras
 
-from kvae import architectures, plots
+from kvae import architectures, figures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
 from kvae.config import TrainConfig
 from kvae.data import load_dataset
@@ -46,6 +46,14 @@ def build_model(config, input_shape):
     )
 
 
+def learning_rate(config, num_train):
+    """A float, or a cosine decay to 0 over all training steps (kept in the optimizer, so resume-safe)."""
+    if config.lr_schedule == "constant":
+        return config.learning_rate
+    steps = config.epochs * -(-num_train // config.batch_size)
+    return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
+
+
 def train(config, splits=None, verbose="auto"):
     """Trains (or resumes) the run in `config.run_dir` and writes its files.
 
@@ -63,7 +71,7 @@ def train(config, splits=None, verbose="auto"):
     state = load_state(config.run_dir)
     if state is None:
         model = build_model(config, splits.input_shape)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate))
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, len(x_train))))
         done, history = 0, []
     else:
         model = keras.saving.load_model(state["checkpoint_path"])
@@ -102,7 +110,7 @@ def train(config, splits=None, verbose="auto"):
     test_metrics = evaluate_elbo(model, x_test, config.batch_size)
     with open(os.path.join(config.run_dir, METRICS_FILE), "w") as f:
         json.dump(test_metrics, f, indent=2)
-    write_pictures(model, splits.x_test, x_test, checkpoint.rows, config.run_dir, config.seed)
+    figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, config.run_dir, config.seed, config.dataset)
     return TrainResult(model, checkpoint.rows, test_metrics, done)
 
 
@@ -111,15 +119,6 @@ def evaluate_elbo(model, x, batch_size):
     logs = model.evaluate(pipeline.eval_dataset(x, batch_size), return_dict=True, verbose=0)
     recon, kl = logs["reconstruction_loss"], logs["kl_loss"]
     return {"negative_elbo": recon + kl, "reconstruction_loss": recon, "kl_loss": kl, "num_examples": len(x)}
-
-
-def write_pictures(model, x_uint8, x_eval, rows, run_dir, seed):
-    plots.save_grid(model.sample(64, seed=seed), os.path.join(run_dir, "samples.png"), "samples from the prior")
-    # Show reconstructions of the grey-level images: easier to judge than binary ones.
-    x = x_uint8[:32].astype("float32") / 255.0
-    plots.save_reconstructions(x, model.reconstruct(x), os.path.join(run_dir, "reconstructions.png"))
-    if rows:
-        plots.save_history(rows, os.path.join(run_dir, "history.png"))
 
 
 def _check_or_write_config(config):

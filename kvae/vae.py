@@ -11,9 +11,9 @@ import numpy as np
 from keras import ops
 
 from kvae import losses
+from kvae.config import LIKELIHOODS
 from kvae.layers import Sampling
 
-LIKELIHOODS = ("bernoulli", "gaussian")
 
 
 @keras.saving.register_keras_serializable(package="kvae")

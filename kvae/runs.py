@@ -1,0 +1,47 @@
+"""Reading a finished run directory back: its config, model and data."""
+
+import json
+import os
+
+from kvae.config import TrainConfig
+
+EVALUATION_FILE = "evaluation.json"
+
+
+def load_run(run_dir):
+    """Returns (config, model) of a run directory, with errors that say what is missing."""
+    import keras
+
+    config_path = os.path.join(run_dir, "config.json")
+    model_path = os.path.join(run_dir, "model.keras")
+    for path in (config_path, model_path):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished kvae run (train it with `kvae train --run-dir {run_dir}`).")
+    return TrainConfig.load(config_path), keras.saving.load_model(model_path)
+
+
+def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1):
+    """Evaluates a run on its test set (binarized once if Bernoulli) and writes evaluation.json."""
+    from kvae.data import load_dataset, pipeline
+    from kvae.evaluate import evaluate
+
+    config, model = load_run(run_dir)
+    splits = load_dataset(config.dataset, config.data_dir)
+    x = pipeline.prepare_eval(splits.x_test[:limit], config.binarize)
+    result = evaluate(model, x, splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
+    with open(os.path.join(run_dir, EVALUATION_FILE), "w") as f:
+        json.dump(result, f, indent=2)
+    return result
+
+
+def plot_run(run_dir):
+    """Redraws every picture of a run; returns their paths."""
+    from kvae import figures
+    from kvae.callbacks import load_state
+    from kvae.data import load_dataset
+
+    config, model = load_run(run_dir)
+    splits = load_dataset(config.dataset, config.data_dir)
+    state = load_state(run_dir)
+    rows = state["history"] if state else []
+    return figures.write_all(model, splits.x_test, splits.y_test, rows, run_dir, config.seed, config.dataset)

@@ -1,0 +1,104 @@
+"""The evaluation: exact on a model whose likelihood is known, repeatable, and the CLI and pictures."""
+
+import json
+import math
+
+import keras
+import numpy as np
+import pytest
+
+from kvae import VAE
+from kvae.cli import main
+from kvae.evaluate import evaluate, format_table
+
+
+def _linear_gaussian_vae(exact_posterior):
+    """p(z) = N(0, I), p(x|z) = N(Wz + b, s2 I) with orthogonal columns of W.
+
+    Then p(x) = N(b, W W^T + s2 I) in closed form, and the true posterior is
+    Gaussian with diagonal covariance, so an encoder can represent it exactly.
+    """
+    d_x, d_z, s2 = 6, 2, 0.5
+    rng = np.random.default_rng(0)
+    q, _ = np.linalg.qr(rng.standard_normal((d_x, d_z)))
+    w = (q * np.array([2.0, 0.7])).astype(np.float32)  # (d_x, d_z), W^T W diagonal
+    b = rng.standard_normal(d_x).astype(np.float32)
+    post_var = 1.0 / (1.0 + np.diag(w.T @ w) / s2)  # (d_z,)
+    a = (post_var[:, None] * w.T / s2).astype(np.float32)  # z_mean = A (x - b)
+
+    x_in = keras.Input((d_x,))
+    z_mean = keras.layers.Dense(d_z, name="z_mean")(x_in)
+    z_log_var = keras.layers.Dense(d_z, name="z_log_var")(x_in)
+    encoder = keras.Model(x_in, [z_mean, z_log_var])
+    z_in = keras.Input((d_z,))
+    decoder = keras.Model(z_in, keras.layers.Dense(d_x, name="out")(z_in))
+    encoder.get_layer("z_mean").set_weights([a.T, -(a @ b)])
+    log_var = np.log(post_var if exact_posterior else 3.0 * post_var).astype(np.float32)
+    encoder.get_layer("z_log_var").set_weights([np.zeros((d_x, d_z), np.float32), log_var])
+    decoder.get_layer("out").set_weights([w.T, b])
+    model = VAE(encoder, decoder, likelihood="gaussian", gaussian_variance=s2)
+
+    cov = w @ w.T + s2 * np.eye(d_x)
+    x = rng.multivariate_normal(b, cov, size=200).astype(np.float32)
+    diff = x - b
+    _, logdet = np.linalg.slogdet(cov)
+    exact_nll = 0.5 * (np.einsum("ni,ij,nj->n", diff, np.linalg.inv(cov), diff) + logdet + d_x * math.log(2 * math.pi))
+    return model, x, float(exact_nll.mean())
+
+
+def test_exact_posterior_gives_the_exact_log_likelihood_for_any_k():
+    model, x, exact = _linear_gaussian_vae(exact_posterior=True)
+    for k in (1, 7):
+        result = evaluate(model, x, k=k, batch_size=50, verbose=0)
+        assert result["nll"] == pytest.approx(exact, abs=1e-3)
+    # The ELBO is tight at the true posterior too (its estimate is noisy: k = 7 samples per image).
+    assert result["negative_elbo"] == pytest.approx(exact, abs=0.15)
+
+
+def test_importance_weighting_tightens_toward_the_true_likelihood():
+    model, x, exact = _linear_gaussian_vae(exact_posterior=False)
+    k1 = evaluate(model, x, k=1, verbose=0)["nll"]
+    k2000 = evaluate(model, x, k=2000, chunk_size=300, verbose=0)  # several chunks per image
+    assert k2000["nll"] < k1
+    assert k2000["nll"] == pytest.approx(exact, abs=0.02)
+    assert k2000["negative_elbo"] > exact + 0.1  # the loose posterior costs ELBO, not NLL
+
+
+def test_evaluation_repeats_with_its_seed_and_reports_everything(tiny_run, splits):
+    _, result = tiny_run
+    from kvae.data import pipeline
+
+    x = pipeline.prepare_eval(splits.x_test[:50], binarize=True)
+    a = evaluate(result.model, x, splits.y_test[:50], k=20, seed=3, verbose=0)
+    b = evaluate(result.model, x, splits.y_test[:50], k=20, seed=3, verbose=0)
+    assert a == b
+    assert a["nll"] <= a["negative_elbo"] + 1.0  # the IWAE bound is tighter (up to noise)
+    assert a["bits_per_dim"] == pytest.approx(a["nll"] / (784 * math.log(2)))
+    assert len(a["kl_per_dim"]) == 8 and sum(a["kl_per_dim"]) == pytest.approx(a["kl_loss"], rel=1e-5)
+    assert 0 <= a["active_units"] <= 8
+    assert "NLL (IWAE, k=20)" in format_table(a)
+    with pytest.raises(ValueError, match="Received: k=0"):
+        evaluate(result.model, x, k=0)
+
+
+def test_cli_evaluate_and_plot_write_their_files(tiny_run, capsys):
+    run_dir, _ = tiny_run
+    assert main(["evaluate", str(run_dir), "--k", "5", "--limit", "40"]) == 0
+    saved = json.loads((run_dir / "evaluation.json").read_text())
+    assert saved["k"] == 5 and saved["num_examples"] == 40
+    assert "bits per dimension" in capsys.readouterr().out
+    assert main(["plot", str(run_dir)]) == 0
+    for name in ("samples.png", "reconstructions.png", "latent_scatter.png", "interpolation.png", "traversal.png", "history.png"):
+        assert (run_dir / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_cli_evaluate_names_a_missing_run(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "nope")]) == 2
+    assert "is not a finished kvae run" in capsys.readouterr().err
+
+
+def test_two_dimensional_latent_gets_a_manifold(tmp_path, splits):
+    from tests.conftest import _train_tiny
+
+    _train_tiny(tmp_path, splits, latent_dim=2, train_limit=500)
+    assert (tmp_path / "manifold.png").exists() and (tmp_path / "latent_scatter.png").exists()
