@@ -66,7 +66,7 @@ class VAE(keras.Model):
         self.free_bits = float(free_bits)
         self.gaussian_variance = gaussian_variance
         self.seed = seed
-        self.latent_dim = int(decoder.inputs[0].shape[-1])
+        self.latent_dim = check_signatures(encoder, decoder)
         self.sampling = Sampling(seed=seed, name="sampling")
         # The KL weight actually applied; a warm-up callback ramps it to `beta`.
         self.kl_weight = self.add_weight(
@@ -176,6 +176,30 @@ class VAE(keras.Model):
         encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
         decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
         return cls(encoder, decoder, **config)
+
+
+def check_signatures(encoder, decoder):
+    """Checks encoder x -> [z_mean, z_log_var] and decoder z -> x-shaped output; returns latent_dim."""
+
+    def shapes(model, kind):
+        if not isinstance(model, keras.Model) or not model.built or not hasattr(model, "inputs"):
+            raise ValueError(f"`{kind}` must be a built Keras model with known inputs (functional, or called once). Received: {kind}={model!r}")
+        return [tuple(t.shape[1:]) for t in model.inputs], [tuple(t.shape[1:]) for t in model.outputs]
+
+    enc_in, enc_out = shapes(encoder, "encoder")
+    dec_in, dec_out = shapes(decoder, "decoder")
+    if len(enc_in) != 1 or len(enc_out) != 2 or enc_out[0] != enc_out[1] or len(enc_out[0]) != 1:
+        raise ValueError(
+            "The encoder must map one input x to two outputs [z_mean, z_log_var] of shape (batch, latent_dim). "
+            f"Received: inputs {enc_in}, outputs {enc_out} (shapes without the batch axis)"
+        )
+    latent = enc_out[0]
+    if dec_in != [latent] or len(dec_out) != 1 or dec_out[0] != enc_in[0]:
+        raise ValueError(
+            f"The decoder must map z of shape {latent} to one output of the input's shape {enc_in[0]}. "
+            f"Received: inputs {dec_in}, outputs {dec_out} (shapes without the batch axis)"
+        )
+    return int(latent[0])
 
 
 def _batched(model, x, batch_size):

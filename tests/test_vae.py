@@ -116,3 +116,29 @@ def test_autoencoder_learns_codes_and_round_trips(tmp_path, splits):
     model.save(tmp_path / "ae.keras")
     restored = keras.saving.load_model(tmp_path / "ae.keras")
     np.testing.assert_array_equal(restored.reconstruct(x[:5]), model.reconstruct(x[:5]))
+
+
+def test_custom_encoder_and_decoder_are_checked_at_construction(tmp_path, x_small):
+    x_in = keras.Input((28, 28, 1))
+    h = keras.layers.Flatten()(x_in)
+    encoder = keras.Model(x_in, [keras.layers.Dense(3)(h), keras.layers.Dense(3)(h)])
+    z_in = keras.Input((3,))
+    decoder = keras.Model(z_in, keras.layers.Reshape((28, 28, 1))(keras.layers.Dense(784)(z_in)))
+    model = VAE(encoder, decoder, seed=0)  # any Keras models with the right signatures
+    model.compile(optimizer="adam")
+    model.fit(x_small[:100], epochs=1, batch_size=50, verbose=0)
+    model.save(tmp_path / "custom.keras")
+    np.testing.assert_array_equal(keras.saving.load_model(tmp_path / "custom.keras").reconstruct(x_small[:4]),
+                                  model.reconstruct(x_small[:4]))
+
+    z4 = keras.Input((4,))
+    decoder4 = keras.Model(z4, keras.layers.Reshape((28, 28, 1))(keras.layers.Dense(784)(z4)))
+    with pytest.raises(ValueError, match=r"map z of shape \(3,\).*Received: inputs \[\(4,\)\]"):
+        VAE(encoder, decoder4)
+    z3 = keras.Input((3,))
+    decoder_small = keras.Model(z3, keras.layers.Reshape((14, 14, 4))(keras.layers.Dense(784)(z3)))
+    with pytest.raises(ValueError, match=r"input's shape \(28, 28, 1\)"):
+        VAE(encoder, decoder_small)
+    one_output = keras.Model(x_in, keras.layers.Dense(3)(h))
+    with pytest.raises(ValueError, match="two outputs"):
+        VAE(one_output, decoder)
