@@ -1,0 +1,13 @@
+"""Export a trained kvae VAE as separate encoder and decoder models in SavedModel and ONNX.
+
+    from export import export_run
+    export_run("runs/fashion-mlp", "artifacts")
+
+writes the folder described in ARTIFACTS.md, after proving that the
+SavedModel and ONNX outputs equal the Keras outputs within 1e-5.
+"""
+
+from export.api import ExportResult, export_run, export_vae
+from export.errors import ExportError
+
+__all__ = ["ExportError", "ExportResult", "export_run", "export_vae"]

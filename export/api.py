@@ -1,0 +1,134 @@
+"""export_vae and export_run: a trained VAE -> the artifacts folder of ARTIFACTS.md.
+
+TensorFlow, tf2onnx and Keras are imported inside the functions so that
+importing `export` (and the CLI) stays cheap.
+"""
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+from export import publish
+from export.errors import ExportError
+from export.tensors import model_tensors
+
+NUM_CHECK_IMAGES = 256
+
+
+@dataclasses.dataclass
+class ExportResult:
+    out: str  # absolute path of the published folder
+    manifest: dict  # what manifest.json holds
+    max_abs_diff: dict  # {"encoder"|"decoder": {"saved_model"|"onnx": {output: max |backend - Keras|}}}
+
+
+def export_vae(model, out, *, check_images, force=False, training_config=None, test_metrics=None):
+    """Writes `model` to `out` as SavedModel + ONNX + Triton configs + manifest.json.
+
+    Args:
+        model: a trained kvae.VAE.
+        out: the artifacts folder to create (or replace, with force=True).
+        check_images: float32 (n, *input_shape) in [0, 1]; the encoder is verified on them.
+        force: replace an existing `out`.
+        training_config: dict stored as the manifest's "training_config" (the run's config.json).
+        test_metrics: dict stored as the manifest's "test_metrics".
+
+    Both exported models are reloaded and compared with Keras before anything
+    is published; a difference above export.verify.TOLERANCE raises ExportError
+    and leaves `out` as it was. Returns an ExportResult.
+    """
+    import kvae
+    from export import manifest, onnx_export, saved_model, triton, verify
+
+    if not isinstance(model, kvae.VAE):
+        raise ExportError(f"export_vae needs a kvae.VAE. Received: {type(model).__name__}")
+    input_shape = tuple(int(d) for d in model.encoder.inputs[0].shape[1:])
+    latent_dim, likelihood = model.latent_dim, model.likelihood
+    x = _check_images(check_images, input_shape)
+    tensors = model_tensors(input_shape, latent_dim, likelihood)
+    modules = {
+        "encoder": saved_model.EncoderModule(model.encoder, input_shape),
+        "decoder": saved_model.DecoderModule(model.decoder, latent_dim, likelihood),
+    }
+    out = os.path.abspath(os.fspath(out))
+    with publish.staging(out, force) as tmp:
+        paths = {}
+        for name, module in modules.items():
+            paths[name] = {
+                "saved_model": os.path.join(tmp, "saved_model", name, "1"),
+                "onnx": os.path.join(tmp, "onnx", name, "1", "model.onnx"),
+            }
+            saved_model.save(module, paths[name]["saved_model"])
+            os.makedirs(os.path.dirname(paths[name]["onnx"]))
+            metadata = {
+                "model": name,
+                "latent_dim": latent_dim,
+                "input_shape": list(input_shape),
+                "likelihood": likelihood,
+                "kvae_version": kvae.__version__,
+            }
+            onnx_export.convert(module.serve, paths[name]["onnx"], name, tensors[name], metadata)
+            triton.write_config(os.path.join(tmp, "onnx", name, "config.pbtxt"), name, tensors[name])
+        diffs = verify.verify(model, paths, x, verify.check_latents(latent_dim))
+        contents = manifest.build(
+            tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics
+        )
+        manifest.write(tmp, contents)
+    return ExportResult(out, contents, diffs)
+
+
+def export_run(run_dir, out, force=False):
+    """Exports the model of a `kvae train` run directory, checked on its dataset's first 256 test images.
+
+    Reads RUN_DIR/model.keras, config.json and (if present) test_metrics.json.
+    """
+    run_dir = os.fspath(run_dir)
+    model_path = os.path.join(run_dir, "model.keras")
+    config_path = os.path.join(run_dir, "config.json")
+    metrics_path = os.path.join(run_dir, "test_metrics.json")
+    for path in (model_path, config_path):
+        if not os.path.isfile(path):
+            raise ExportError(
+                f"{run_dir} is not a kvae run directory: {path} is missing. Train one with `kvae train --run-dir ...`."
+            )
+    publish.check_target(os.path.abspath(os.fspath(out)), force)  # fail before the slow part
+    config = _read_json(config_path)
+    metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else None
+
+    import keras
+
+    import kvae  # noqa: F401  registers kvae.VAE for load_model
+    from kvae.data import DataError, load_dataset
+
+    try:
+        splits = load_dataset(config.get("dataset", "fashion_mnist"), config.get("data_dir"))
+    except DataError as e:
+        raise ExportError(f"Cannot load the check images of {run_dir}: {e}") from e
+    x = splits.x_test[:NUM_CHECK_IMAGES].astype(np.float32) / 255.0
+    try:
+        model = keras.saving.load_model(model_path, compile=False)  # no optimizer needed to export
+    except Exception as e:  # a corrupt or foreign file: Keras raises ValueError, zipfile errors, ...
+        raise ExportError(f"Cannot load {model_path}: {e}") from e
+    return export_vae(model, out, check_images=x, force=force, training_config=config, test_metrics=metrics)
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ExportError(f"Cannot read {path}: {e}") from e
+
+
+def _check_images(images, input_shape):
+    x = np.asarray(images, dtype=np.float32)
+    if x.ndim != 1 + len(input_shape) or x.shape[1:] != input_shape or len(x) == 0:
+        raise ExportError(
+            f"check_images must have shape (n, {', '.join(map(str, input_shape))}) with n > 0, "
+            f"float32 in [0, 1]. Received: shape {x.shape}"
+        )
+    if not np.all(np.isfinite(x)):
+        raise ExportError("check_images must be finite.")
+    return x

@@ -1,0 +1,63 @@
+"""`kvae export RUN_DIR --out ARTIFACTS [--force]`.
+
+Cheap to import: export.api loads TensorFlow, tf2onnx and Keras only when
+the command runs.
+"""
+
+import argparse
+import os
+import sys
+
+from export.api import export_run
+from export.errors import ExportError
+
+
+def add_parser(subparsers):
+    """Registers the `export` subcommand on an argparse subparsers object; returns its parser."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a trained run as SavedModel + ONNX (encoder and decoder), verified against Keras",
+        description="Writes the artifacts folder described in ARTIFACTS.md, after checking that the "
+        "SavedModel and ONNX outputs equal the Keras outputs within 1e-5.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a `kvae train` run directory (model.keras, config.json)")
+    p.add_argument("--out", required=True, metavar="ARTIFACTS", help="the artifacts folder to write")
+    p.add_argument("--force", action="store_true", help="replace ARTIFACTS if it exists")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args):
+    """Runs the export for parsed arguments; returns the exit code (0, or 2 on an error)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
+    try:
+        result = export_run(args.run_dir, args.out, force=args.force)
+    except (ExportError, OSError) as e:
+        print(f"kvae export: error: {e}", file=sys.stderr)
+        return 2
+    print(summary(result))
+    return 0
+
+
+def summary(result):
+    """A few lines: where each model went and the largest difference from Keras per backend."""
+    from export.verify import TOLERANCE
+
+    lines = [f"exported to {result.out} (manifest.json; all outputs within {TOLERANCE:g} of Keras)"]
+    for name, entry in result.manifest["models"].items():
+        diffs = result.max_abs_diff[name]
+        worst = ", ".join(f"{backend} {max(d.values()):.2g}" for backend, d in diffs.items())
+        lines.append(f"  {name}: {entry['onnx']}, {entry['saved_model']} (max |diff| vs Keras: {worst})")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    """Stand-alone entry point: python -m export.cli RUN_DIR --out ARTIFACTS [--force]."""
+    parser = argparse.ArgumentParser(prog="kvae")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["export", *(sys.argv[1:] if argv is None else argv)])
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
