@@ -1,18 +1,11 @@
-"""kvae: variational autoencoders for Keras 3 that can leave Python.
-
-The public classes load lazily (PEP 562), so `import kvae` and the `kvae`
-command line start without importing Keras and TensorFlow until they are used.
-"""
-
-import importlib
+"""kvae: variational autoencoders for Keras 3 that can leave Python."""
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"VAE": "kvae.vae", "Autoencoder": "kvae.autoencoder", "Sampling": "kvae.layers"}
-__all__ = [*_PUBLIC, "__version__"]
+# Importing the classes registers them with Keras, so that
+# `import kvae; keras.saving.load_model("model.keras")` works.
+from kvae.autoencoder import Autoencoder  # noqa: E402
+from kvae.layers import Sampling  # noqa: E402
+from kvae.vae import VAE  # noqa: E402
 
-
-def __getattr__(name):
-    if name in _PUBLIC:
-        return getattr(importlib.import_module(_PUBLIC[name]), name)
-    raise AttributeError(f"module 'kvae' has no attribute {name!r}")
+__all__ = ["VAE", "Autoencoder", "Sampling", "__version__"]

@@ -30,7 +30,7 @@ class Autoencoder(keras.Model):
         return self.decoder(self.encoder(x, training=training), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return ops.mean(losses.squared_error(x, y_pred)) + ops.sum(self.losses)
+        return ops.mean(losses.squared_error(x, y_pred)) + sum(self.losses, 0.0)
 
     def encode(self, x, batch_size=512):
         return _eager(self.encoder, x, batch_size)

@@ -5,9 +5,6 @@ import dataclasses
 import os
 import sys
 
-# Before anything imports TensorFlow: keep its C++ start-up chatter out of the CLI.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 from kvae.config import PRESETS, TrainConfig
 
 DEFAULTS = TrainConfig()
@@ -106,11 +103,15 @@ def _plot(args):
 
 
 def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ log lines (those not yet printed)
     parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_evaluate(sub)
     _add_plot(sub)
+    from export.cli import add_parser as add_export_parser  # light: no TensorFlow until it runs
+
+    add_export_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

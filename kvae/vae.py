@@ -109,7 +109,7 @@ class VAE(keras.Model):
         self.reconstruction_tracker.update_state(recon)
         self.kl_tracker.update_state(y_pred["kl"])
         # self.losses holds kl_weight * KL (added in call) and any regularizers.
-        return ops.mean(recon) + ops.sum(self.losses)
+        return ops.mean(recon) + sum(self.losses, 0.0)  # Python sum: a list of tensors, any backend
 
     def compile(self, optimizer="adam", loss=None, **kwargs):
         if loss is not None:
