@@ -72,8 +72,11 @@ def export_vae(model, out, *, check_images, force=False, training_config=None, t
             onnx_export.convert(module.serve, paths[name]["onnx"], name, tensors[name], metadata)
             triton.write_config(os.path.join(tmp, "onnx", name, "config.pbtxt"), name, tensors[name])
         diffs = verify.verify(model, paths, x, verify.check_latents(latent_dim))
+        # The Gaussian's pixel variance lives in the VAE, not the decoder: a
+        # likelihood computed from the artifacts needs it.
+        log_var = float(np.asarray(model.log_var)) if likelihood == "gaussian" else None
         contents = manifest.build(
-            tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics
+            tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, log_var
         )
         manifest.write(tmp, contents)
     return ExportResult(out, contents, diffs)

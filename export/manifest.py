@@ -10,11 +10,12 @@ PREPROCESSING = (
     "x is float32 NHWC [batch, height, width, channels]: uint8 pixels divided by 255.0, values in [0, 1], "
     "no other normalization. Bernoulli models were trained on binarized pixels but take grey levels at inference. "
     "Sampling: z = temperature * numpy.random.default_rng(seed).standard_normal((n, latent_dim), dtype=float32), "
-    "then the decoder; x_mean is the image."
+    "then the decoder; x_mean is the image. Test-set protocol for Bernoulli likelihoods: the t10k images binarized once, "
+    "x = (numpy.random.default_rng(0).random(shape, dtype=float32) < pixels / 255)."
 )
 
 
-def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics):
+def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, observation_log_var=None):
     """The manifest dict of ARTIFACTS.md for the files now under `out` (hashes them)."""
     models = {
         name: {
@@ -31,6 +32,7 @@ def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, train
         "latent_dim": int(latent_dim),
         "input_shape": [int(d) for d in input_shape],
         "likelihood": likelihood,
+        "observation_log_var": observation_log_var,  # Gaussian: log of the pixel variance; else null
         "value_range": [0.0, 1.0],
         "preprocessing": PREPROCESSING,
         "models": models,
