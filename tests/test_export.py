@@ -23,7 +23,7 @@ OUTPUTS = {
 }
 INPUTS = {"encoder": "x", "decoder": "z"}
 MANIFEST_KEYS = {
-    "format_version", "kvae_version", "latent_dim", "input_shape", "likelihood", "value_range",
+    "format_version", "kvae_version", "latent_dim", "input_shape", "likelihood", "observation_log_var", "value_range",
     "preprocessing", "models", "files", "training_config", "test_metrics",
 }  # fmt: skip
 
@@ -80,6 +80,10 @@ def test_layout_and_manifest(exported):
     assert manifest["kvae_version"] == kvae.__version__
     assert manifest["latent_dim"] == model.latent_dim
     assert manifest["input_shape"] == [28, 28, 1]
+    if manifest["likelihood"] == "gaussian":
+        assert manifest["observation_log_var"] == pytest.approx(float(model.log_var))
+    else:
+        assert manifest["observation_log_var"] is None
     assert manifest["likelihood"] == likelihood
     assert manifest["value_range"] == [0.0, 1.0]
     assert "255" in manifest["preprocessing"]
