@@ -27,10 +27,9 @@ class Autoencoder(keras.Model):
         self.code_dim = int(decoder.inputs[0].shape[-1])
 
     def call(self, x, training=False):
-        return self.decoder(self.encoder(x, training=training), training=training)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        return ops.mean(losses.squared_error(x, y_pred)) + sum(self.losses, 0.0)
+        x_hat = self.decoder(self.encoder(x, training=training), training=training)
+        self.add_loss(ops.mean(losses.squared_error(x, x_hat)))  # the target is x itself
+        return x_hat
 
     def encode(self, x, batch_size=512):
         return _eager(self.encoder, x, batch_size)

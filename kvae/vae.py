@@ -1,8 +1,8 @@
 """The variational autoencoder as a subclassed Keras model.
 
 Training is plain `compile(optimizer=...)` + `fit(x)`: `call` adds the
-(weighted) KL term with `add_loss`, `compute_loss` adds the reconstruction
-term, and both are tracked as metrics. No `train_step`, no GradientTape, only
+reconstruction term and the (weighted) KL term with `add_loss`, and
+`compute_loss` tracks both as metrics. No `train_step`, no GradientTape, only
 `keras.ops`, so the model is not tied to one backend.
 """
 
@@ -32,7 +32,8 @@ class VAE(keras.Model):
         seed: int or None, seed of the sampling layer's noise.
 
     Called on x it returns a dict: "reconstruction" (decoder output),
-    "z_mean", "z_log_var", "z" and "kl" (per-example KL in nats).
+    "z_mean", "z_log_var", "z", and per example in nats "reconstruction_nll"
+    (-log p(x|z)) and "kl".
     """
 
     def __init__(
@@ -83,17 +84,23 @@ class VAE(keras.Model):
     def call(self, x, training=False):
         z_mean, z_log_var = self.encoder(x, training=training)
         z = self.sampling([z_mean, z_log_var])
+        reconstruction = self.decoder(z, training=training)
+        # Both terms of the objective go through add_loss, so Keras aggregates
+        # them (and scales them under tf.distribute) like any other layer loss.
+        recon = self.reconstruction_nll(x, reconstruction)
         kl = losses.kl_divergence(z_mean, z_log_var)
         if self.free_bits > 0:
             penalty = losses.free_bits_kl(z_mean, z_log_var, self.free_bits)
         else:
             penalty = ops.mean(kl)
+        self.add_loss(ops.mean(recon))
         self.add_loss(self.kl_weight * penalty)
         return {
-            "reconstruction": self.decoder(z, training=training),
+            "reconstruction": reconstruction,
             "z_mean": z_mean,
             "z_log_var": z_log_var,
             "z": z,
+            "reconstruction_nll": recon,
             "kl": kl,
         }
 
@@ -104,12 +111,11 @@ class VAE(keras.Model):
         return losses.gaussian_nll(x, reconstruction, self.log_var)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # The target is always x itself; y (labels, if the data has them) is unused.
-        recon = self.reconstruction_nll(x, y_pred["reconstruction"])
-        self.reconstruction_tracker.update_state(recon)
+        # Only the metrics are added here (Keras updates metrics in compute_loss
+        # on every backend); the loss itself is the sum of the add_loss terms.
+        self.reconstruction_tracker.update_state(y_pred["reconstruction_nll"])
         self.kl_tracker.update_state(y_pred["kl"])
-        # self.losses holds kl_weight * KL (added in call) and any regularizers.
-        return ops.mean(recon) + sum(self.losses, 0.0)  # Python sum: a list of tensors, any backend
+        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
 
     def compile(self, optimizer="adam", loss=None, **kwargs):
         if loss is not None:
