@@ -112,6 +112,10 @@ def main(argv=None):
     from export.cli import add_parser as add_export_parser  # light: no TensorFlow until it runs
 
     add_export_parser(sub)
+    from serving.cli import add_generate_parser, add_serve_parser  # light: no onnxruntime until it runs
+
+    add_generate_parser(sub)
+    add_serve_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 

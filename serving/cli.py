@@ -1,0 +1,95 @@
+"""`kvae generate` and `kvae serve` (also `python -m serving`): argument parsers and their commands.
+
+Only argparse at import time: onnxruntime loads when a command runs, so `kvae --help` stays fast.
+"""
+
+import argparse
+import sys
+
+from serving.errors import ServingError
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, received {value}")
+    return value
+
+
+def add_generate_parser(subparsers):
+    p = subparsers.add_parser("generate", help="draw samples from exported artifacts with onnxruntime into a PNG grid")
+    p.add_argument("artifacts", help="directory written by `kvae export` (manifest.json, onnx/...)")
+    p.add_argument("--n", type=_positive_int, default=64, help="number of images")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of z ~ N(0, temperature^2 I); the same seed gives the same images"
+    )
+    p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior samples")
+    p.add_argument("--out", default="samples.png", help="PNG file to write")
+    p.add_argument("--columns", type=_positive_int, default=None, help="grid columns (default: about sqrt(n))")
+    p.add_argument("--threads", type=_positive_int, default=2, help="onnxruntime intra-op threads")
+    p.set_defaults(func=generate)
+    return p
+
+
+def add_serve_parser(subparsers):
+    p = subparsers.add_parser("serve", help="serve exported artifacts over HTTP (Open Inference Protocol v2 + /v1)")
+    p.add_argument("artifacts", help="directory written by `kvae export` (manifest.json, onnx/...)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
+    p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    p.add_argument(
+        "--max-batch-size", type=_positive_int, default=1024, help="largest batch (and /v1/generate n) accepted"
+    )
+    p.add_argument("--max-body-bytes", type=_positive_int, default=64 * 2**20, help="largest request body accepted")
+    p.add_argument("--concurrency", type=_positive_int, default=2, help="model runs at a time")
+    p.add_argument("--threads", type=_positive_int, default=2, help="onnxruntime intra-op threads per run")
+    p.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    p.set_defaults(func=serve)
+    return p
+
+
+def generate(args):
+    from serving.images import save_grid
+    from serving.runtime import Runtime
+
+    try:
+        runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
+        save_grid(runtime.sample(args.n, args.seed, args.temperature), args.out, args.columns)
+    except (ServingError, OSError) as e:
+        print(f"kvae generate: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.n} samples (seed {args.seed}, temperature {args.temperature}) to {args.out}")
+    return 0
+
+
+def serve(args):
+    from serving.runtime import Runtime
+    from serving.server import serve as run_server
+
+    try:
+        runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
+        run_server(
+            runtime,
+            args.host,
+            args.port,
+            quiet=args.quiet,
+            max_batch_size=args.max_batch_size,
+            max_body_bytes=args.max_body_bytes,
+            concurrency=args.concurrency,
+        )
+    except (ServingError, OSError) as e:
+        print(f"kvae serve: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv=None):
+    """`python -m serving ARTIFACTS [--host H] [--port P]` serves; `python -m serving generate ...` generates."""
+    parser = argparse.ArgumentParser(prog="python -m serving", description="Serve kvae artifacts with onnxruntime.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_generate_parser(sub)
+    add_serve_parser(sub)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] not in ("generate", "serve", "-h", "--help"):
+        argv = ["serve", *argv]  # the default command
+    args = parser.parse_args(argv)
+    return args.func(args)

@@ -1,0 +1,200 @@
+"""The VAE on onnxruntime: encode, decode, sample, reconstruct, interpolate. NumPy + onnxruntime only."""
+
+import math
+import operator
+import os
+
+import numpy as np
+import onnxruntime as ort
+
+from serving import manifest as mf
+from serving.errors import ArtifactError, InputError
+
+DTYPES = {"FP32": np.float32}  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
+ORT_TYPES = {"FP32": "tensor(float)"}
+
+
+class Runtime:
+    """One onnxruntime session per model of an artifacts directory, loaded once.
+
+    Args:
+        artifacts_dir: what `kvae export` wrote (manifest.json, onnx/...).
+        intra_op_num_threads: threads per session.run; small, so that a server
+            answering several requests at once does not oversubscribe the cores.
+        allow_spinning: let idle threads spin. Off by default: a spinning pool
+            burns CPU between requests, which a server should not.
+    """
+
+    def __init__(self, artifacts_dir, intra_op_num_threads=2, allow_spinning=False):
+        self.artifacts_dir = os.fspath(artifacts_dir)
+        self.manifest = mf.load(self.artifacts_dir)
+        self.latent_dim = self.manifest["latent_dim"]
+        self.input_shape = tuple(self.manifest["input_shape"])
+        self.likelihood = self.manifest.get("likelihood")
+        # model -> {"inputs"/"outputs": {tensor name: manifest entry {name, datatype, shape}}}
+        self.models = {
+            name: {kind: {t["name"]: t for t in self.manifest["models"][name][kind]} for kind in ("inputs", "outputs")}
+            for name in (mf.ENCODER, mf.DECODER)
+        }
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(intra_op_num_threads)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3  # errors only
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        self.sessions = {name: self._open(name, options) for name in self.models}
+
+    @classmethod
+    def load(cls, artifacts_dir, **kwargs):
+        return cls(artifacts_dir, **kwargs)
+
+    def _open(self, name, options):
+        relpath = self.manifest["models"][name]["onnx"]
+        data = mf.read_verified(self.artifacts_dir, self.manifest, relpath)  # hash the bytes we load
+        redo = f"Re-export the model into {self.artifacts_dir}."
+        try:
+            session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ArtifactError(f"onnxruntime cannot load {relpath}: {e}. {redo}") from None
+        spec = self.models[name]
+        actual = {
+            "inputs": {t.name: t.type for t in session.get_inputs()},
+            "outputs": {t.name: t.type for t in session.get_outputs()},
+        }
+        for kind in ("inputs", "outputs"):
+            for t in spec[kind].values():
+                if t["datatype"] not in DTYPES:
+                    raise ArtifactError(
+                        f"{name} {kind[:-1]} {t['name']!r} has datatype {t['datatype']}; serving reads {list(DTYPES)}."
+                    )
+                if actual[kind].get(t["name"]) != ORT_TYPES[t["datatype"]]:
+                    raise ArtifactError(
+                        f"{relpath} does not match manifest.json: {kind} {sorted(actual[kind])} in the graph, "
+                        f"{kind[:-1]} {t['name']!r} ({t['datatype']}) in the manifest. {redo}"
+                    )
+        if set(actual["inputs"]) != set(spec["inputs"]):
+            raise ArtifactError(
+                f"{relpath} takes inputs {sorted(actual['inputs'])}, "
+                f"manifest.json says {sorted(spec['inputs'])}. {redo}"
+            )
+        return session
+
+    # The generic entry point, shared by the Python API and the inference server.
+
+    def check_input(self, model, name, value):
+        """`value` as a float32 array that fits input `name` of `model`, or InputError saying why not."""
+        spec = self.models[model]["inputs"].get(name)
+        if spec is None:
+            raise InputError(
+                f"model {model!r} has no input {name!r}; its inputs are {list(self.models[model]['inputs'])}."
+            )
+        a = np.asarray(value)
+        if a.dtype.kind != "f":
+            hint = " (divide uint8 pixels by 255)" if a.dtype == np.uint8 else ""
+            raise InputError(f"{model} input {name!r} expects float32 values, received dtype {a.dtype}{hint}.")
+        expected = spec["shape"]
+        fits = a.ndim == len(expected) and all(e == -1 or e == d for e, d in zip(expected, a.shape, strict=True))
+        if not fits:
+            raise InputError(
+                f"{model} input {name!r} expects shape {expected} (-1: any batch size), received {list(a.shape)}."
+            )
+        if a.shape[0] == 0:
+            raise InputError(
+                f"{model} input {name!r} received an empty batch (shape {list(a.shape)}); send at least one item."
+            )
+        with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, caught below
+            a = np.ascontiguousarray(a, dtype=DTYPES[spec["datatype"]])
+        if not np.isfinite(a).all():
+            raise InputError(f"{model} input {name!r} contains NaN or Inf (or values beyond float32's range).")
+        return a
+
+    def run(self, model, inputs, outputs=None):
+        """inputs {name: array} -> {output name: array} for `outputs` (default: all the manifest lists)."""
+        if model not in self.models:
+            raise InputError(f"unknown model {model!r}; models are {list(self.models)}.")
+        spec = self.models[model]
+        missing = [n for n in spec["inputs"] if n not in inputs]
+        if missing:
+            raise InputError(f"model {model!r} needs inputs {list(spec['inputs'])}; missing {missing}.")
+        feed = {name: self.check_input(model, name, value) for name, value in inputs.items()}
+        batches = {a.shape[0] for a in feed.values()}
+        if len(batches) > 1:
+            raise InputError(f"model {model!r} inputs have different batch sizes {sorted(batches)}.")
+        outputs = list(spec["outputs"]) if outputs is None else list(outputs)
+        unknown = [n for n in outputs if n not in spec["outputs"]]
+        if unknown:
+            raise InputError(f"model {model!r} has no outputs {unknown}; its outputs are {list(spec['outputs'])}.")
+        return dict(zip(outputs, self.sessions[model].run(outputs, feed), strict=True))
+
+    # The VAE operations, on NumPy arrays.
+
+    def encode(self, x):
+        """x (n, *input_shape) float pixels in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
+        out = self.run(mf.ENCODER, {mf.ENCODER_INPUT: x}, [mf.Z_MEAN, mf.Z_LOG_VAR])
+        return out[mf.Z_MEAN], out[mf.Z_LOG_VAR]
+
+    def decode(self, z):
+        """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z)."""
+        return self.run(mf.DECODER, {mf.DECODER_INPUT: z}, [mf.X_MEAN])[mf.X_MEAN]
+
+    def sample_z(self, n, seed=None, temperature=1.0):
+        """z (n, latent_dim) ~ N(0, temperature^2 I), drawn exactly as ARTIFACTS.md (and kvae's VAE.sample) say."""
+        n, seed, temperature = _check_sampling(n, seed, temperature)
+        return temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim), dtype=np.float32)
+
+    def sample(self, n, seed=None, temperature=1.0):
+        """n images (n, *input_shape) decoded from seeded prior samples; the same seed gives the same images."""
+        return self.decode(self.sample_z(n, seed, temperature))
+
+    def reconstruct(self, x):
+        """Decodes the posterior mean: x (n, *input_shape) -> x_mean (n, *input_shape), deterministic."""
+        return self.decode(self.encode(x)[0])
+
+    def interpolate(self, x_a, x_b, steps=8):
+        """Images (steps, *input_shape) decoded along the straight line between the posterior means of x_a and x_b.
+
+        x_a, x_b: one image each, shaped input_shape or (1, *input_shape). The ends are included.
+        """
+        steps = _positive_int(steps, "steps")
+        if steps < 2:
+            raise InputError(f"`steps` must be >= 2 to include both ends, received {steps}.")
+        pair = [np.asarray(x) for x in (x_a, x_b)]
+        pair = [x[None] if x.shape == self.input_shape else x for x in pair]  # one image -> a batch of one
+        for x in pair:
+            if x.shape != (1, *self.input_shape):
+                raise InputError(
+                    f"interpolate expects one image of shape {list(self.input_shape)} each, "
+                    f"received shape {list(x.shape)}."
+                )
+        z_a, z_b = self.encode(np.concatenate(pair))[0]
+        t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
+        return self.decode((1 - t) * z_a + t * z_b)
+
+
+def _positive_int(v, what):
+    try:
+        if isinstance(v, (bool, np.bool_)):
+            raise TypeError
+        v = operator.index(v)
+    except TypeError:
+        raise InputError(f"`{what}` must be an int, received {v!r}.") from None
+    if v < 1:
+        raise InputError(f"`{what}` must be >= 1, received {v}.")
+    return v
+
+
+def _check_sampling(n, seed, temperature):
+    n = _positive_int(n, "n")
+    if seed is not None:
+        try:
+            if isinstance(seed, (bool, np.bool_)):
+                raise TypeError
+            seed = operator.index(seed)
+        except TypeError:
+            raise InputError(f"`seed` must be an int >= 0 or None, received {seed!r}.") from None
+        if seed < 0:
+            raise InputError(f"`seed` must be >= 0 (NumPy's seeding rule), received {seed}.")
+    if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)):
+        raise InputError(f"`temperature` must be a number, received {temperature!r}.")
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise InputError(f"`temperature` must be finite and >= 0, received {temperature}.")
+    return n, seed, temperature

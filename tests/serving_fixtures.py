@@ -1,0 +1,73 @@
+"""Fixtures for the serving tests, loaded with `pytest_plugins = ["tests.serving_fixtures"]` so each is built once.
+
+serving_artifacts: `export.export_run` of conftest's tiny_run; serving_runtime: a Runtime on them;
+live_server: the real HTTP server on 127.0.0.1 (a free port) in a background thread.
+"""
+
+import http.client
+import json
+import threading
+
+import pytest
+
+MAX_BATCH_SIZE = 64  # small limits keep the over-the-limit tests cheap
+MAX_BODY_BYTES = 2**20
+
+
+@pytest.fixture(scope="session")
+def serving_artifacts(tiny_run, tmp_path_factory):
+    import export
+
+    out = tmp_path_factory.mktemp("serving") / "artifacts"
+    export.export_run(tiny_run[0], out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def serving_runtime(serving_artifacts):
+    from serving.runtime import Runtime
+
+    return Runtime(serving_artifacts)
+
+
+@pytest.fixture(scope="session")
+def live_server(serving_runtime):
+    from serving.server import make_server
+
+    srv = make_server(
+        serving_runtime, "127.0.0.1", 0, quiet=True, max_batch_size=MAX_BATCH_SIZE, max_body_bytes=MAX_BODY_BYTES
+    )
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+    thread.join(10)
+
+
+def address(server):
+    host, port = server.server_address[:2]
+    return f"{host}:{port}"
+
+
+def request(server, method, path, body=None, headers=None, timeout=30):
+    """One HTTP exchange on a fresh connection -> (status, headers, body bytes)."""
+    host, port = server.server_address[:2]
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json", **(headers or {})}
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+def error_of(status, body):
+    """The message of a JSON error response, after checking it is one (4xx, {"error": str})."""
+    assert 400 <= status < 500, (status, body[:300])
+    message = json.loads(body)["error"]
+    assert isinstance(message, str) and message
+    return message

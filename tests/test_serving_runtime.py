@@ -1,0 +1,298 @@
+"""serving/ without HTTP: the onnxruntime Runtime against Keras, its errors, PNG grids, the generate CLI,
+and a subprocess proving that serving never imports tensorflow, keras or kvae."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import images
+from serving.cli import main as serving_main
+from serving.errors import ArtifactError, InputError
+from serving.runtime import Runtime
+
+pytest_plugins = ["tests.serving_fixtures"]
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def test_images(splits):
+    return splits.x_test[:16].astype(np.float32) / 255.0  # real Fashion-MNIST, (16, 28, 28, 1)
+
+
+def test_decoder_matches_keras(serving_runtime, tiny_run):
+    model = tiny_run[1].model
+    z = np.random.default_rng(0).standard_normal((32, serving_runtime.latent_dim)).astype(np.float32) * 2
+    np.testing.assert_allclose(serving_runtime.decode(z), model.decode(z), atol=1e-5, rtol=0)
+
+
+def test_encoder_matches_keras(serving_runtime, tiny_run, test_images):
+    z_mean, z_log_var = serving_runtime.encode(test_images)
+    keras_mean, keras_log_var = tiny_run[1].model.encode(test_images)
+    np.testing.assert_allclose(z_mean, keras_mean, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(z_log_var, keras_log_var, atol=1e-5, rtol=0)
+
+
+def test_sampling_convention_matches_keras(serving_runtime, tiny_run):
+    images_a = serving_runtime.sample(6, seed=3, temperature=0.7)
+    np.testing.assert_allclose(images_a, tiny_run[1].model.sample(6, seed=3, temperature=0.7), atol=1e-5, rtol=0)
+    np.testing.assert_array_equal(
+        images_a, serving_runtime.sample(6, seed=3, temperature=0.7)
+    )  # same seed, same images
+    assert not np.allclose(images_a, serving_runtime.sample(6, seed=4, temperature=0.7))
+    z = 0.7 * np.random.default_rng(3).standard_normal((6, serving_runtime.latent_dim), dtype=np.float32)
+    np.testing.assert_array_equal(serving_runtime.sample_z(6, 3, 0.7), z)  # ARTIFACTS.md's formula, bit for bit
+
+
+def test_gaussian_conv_artifacts(tiny_gaussian_conv_run, tmp_path):
+    import export
+
+    run_dir, result = tiny_gaussian_conv_run
+    export.export_run(run_dir, tmp_path / "artifacts")
+    runtime = Runtime(tmp_path / "artifacts")
+    assert runtime.likelihood == "gaussian" and list(runtime.models["decoder"]["outputs"]) == ["x_mean"]
+    z = runtime.sample_z(5, seed=0)
+    np.testing.assert_allclose(runtime.decode(z), result.model.decode(z), atol=1e-5, rtol=0)
+    np.testing.assert_allclose(runtime.sample(5, 0), result.model.sample(5, seed=0), atol=1e-5, rtol=0)
+
+
+def test_reconstruct_and_interpolate(serving_runtime, test_images):
+    z_mean = serving_runtime.encode(test_images[:2])[0]
+    np.testing.assert_array_equal(serving_runtime.reconstruct(test_images[:2]), serving_runtime.decode(z_mean))
+    path = serving_runtime.interpolate(test_images[0], test_images[1:2], steps=5)
+    assert path.shape == (5, 28, 28, 1)
+    np.testing.assert_allclose(path[[0, -1]], serving_runtime.decode(z_mean), atol=1e-6)
+    assert serving_runtime.decode(z_mean).min() >= 0 and serving_runtime.decode(z_mean).max() <= 1  # Bernoulli means
+
+
+def test_contract_metadata_and_session_options(serving_runtime):
+    assert (serving_runtime.latent_dim, serving_runtime.input_shape, serving_runtime.likelihood) == (
+        8,
+        (28, 28, 1),
+        "bernoulli",
+    )
+    assert list(serving_runtime.models["decoder"]["outputs"]) == ["x_mean", "x_logits"]
+    for session in serving_runtime.sessions.values():
+        options = session.get_session_options()
+        assert options.intra_op_num_threads == 2
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+        assert session.get_providers() == ["CPUExecutionProvider"]
+    assert (
+        Runtime.load(serving_runtime.artifacts_dir, intra_op_num_threads=1)
+        .sessions["encoder"]
+        .get_session_options()
+        .intra_op_num_threads
+        == 1
+    )
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda r: r.decode(np.zeros((2, 7), np.float32)), "expects shape [-1, 8]"),
+        (lambda r: r.decode(np.zeros((2, 8, 1), np.float32)), "received [2, 8, 1]"),
+        (lambda r: r.encode(np.zeros((2, 28, 28), np.float32)), "expects shape [-1, 28, 28, 1]"),
+        (lambda r: r.encode(np.zeros((2, 28, 28, 1), np.uint8)), "divide uint8 pixels by 255"),
+        (lambda r: r.decode(np.array([["a"] * 8])), "expects float32 values, received dtype <U1"),
+        (lambda r: r.decode(np.full((1, 8), np.nan, np.float32)), "NaN or Inf"),
+        (lambda r: r.decode(np.full((1, 8), np.inf)), "NaN or Inf"),
+        (lambda r: r.decode(np.full((1, 8), 1e300)), "beyond float32's range"),
+        (lambda r: r.decode(np.zeros((0, 8), np.float32)), "empty batch"),
+        (lambda r: r.encode(np.zeros((0, 28, 28, 1), np.float32)), "empty batch"),
+        (lambda r: r.sample(0), "`n` must be >= 1"),
+        (lambda r: r.sample(2.5), "`n` must be an int"),
+        (lambda r: r.sample(2, seed=-1), "`seed` must be >= 0"),
+        (lambda r: r.sample(2, temperature=float("nan")), "`temperature` must be finite"),
+        (lambda r: r.interpolate(np.zeros((2, 28, 28, 1)), np.zeros((28, 28, 1)), 3), "one image of shape"),
+        (lambda r: r.interpolate(np.zeros((28, 28, 1)), np.zeros((28, 28, 1)), 1), "`steps` must be >= 2"),
+        (lambda r: r.run("decoder", {"q": np.zeros((1, 8), np.float32)}), "missing ['z']"),
+        (lambda r: r.run("decoder", {"z": np.zeros((1, 8), np.float32)}, ["x_std"]), "no outputs ['x_std']"),
+        (lambda r: r.run("critic", {}), "unknown model 'critic'"),
+    ],
+)
+def test_input_errors_say_expected_and_received(serving_runtime, call, message):
+    with pytest.raises(InputError) as info:
+        call(serving_runtime)
+    assert message in str(info.value)
+
+
+def _copy(serving_artifacts, tmp_path):
+    target = tmp_path / "artifacts"
+    shutil.copytree(serving_artifacts, target, ignore=shutil.ignore_patterns("saved_model"))  # serving reads only ONNX
+    return target
+
+
+def _edit_manifest(path, change):
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
+        (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
+        (lambda p: _edit_manifest(p, lambda m: m.pop("latent_dim")), "missing keys ['latent_dim']"),
+        (lambda p: _edit_manifest(p, lambda m: m.update(format_version=2)), "format_version 2"),
+        (lambda p: _edit_manifest(p, lambda m: m.update(models=[])), "models must map"),
+        (lambda p: _edit_manifest(p, lambda m: m.update(input_shape="28x28")), "input_shape must be a list"),
+        (
+            lambda p: _edit_manifest(p, lambda m: m["models"]["decoder"]["inputs"][0].update(name="latent")),
+            "must declare ['z']",
+        ),
+        (
+            lambda p: _edit_manifest(p, lambda m: m["files"].pop("onnx/decoder/1/model.onnx")),
+            "no sha256 for onnx/decoder/1/model.onnx",
+        ),
+        (lambda p: (p / "onnx/encoder/1/model.onnx").unlink(), "model.onnx cannot be read"),
+        (lambda p: (p / "onnx/decoder/1/model.onnx").open("ab").write(b"\0"), "decoder/1/model.onnx is corrupt"),
+    ],
+)
+def test_artifact_errors_name_the_file_and_say_reexport(serving_artifacts, tmp_path, damage, message):
+    path = _copy(serving_artifacts, tmp_path)
+    damage(path)
+    with pytest.raises(ArtifactError) as info:
+        Runtime(path)
+    assert message in str(info.value)
+    assert "Re-export" in str(info.value)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        Runtime(tmp_path / "nowhere")
+
+
+def test_png_grid_layout_and_upload_round_trip(serving_runtime):
+    x = serving_runtime.sample(5, seed=1)
+    picture = images.grid(x, columns=3, pad=2)
+    assert picture.shape == (2 * 30 + 2, 3 * 30 + 2, 1)
+    np.testing.assert_array_equal(picture[2:30, 32:60, 0], images.to_uint8(x[1, ..., 0]))
+    png = images.png_bytes(images.to_uint8(x[:1])[0])
+    np.testing.assert_allclose(images.read_image(png, (28, 28, 1)), images.to_uint8(x[:1]) / 255.0, atol=1e-7)
+    with pytest.raises(InputError, match="the model takes 28x28"):
+        images.read_image(images.png_bytes(picture), (28, 28, 1))
+    with pytest.raises(InputError, match="not an image file"):
+        images.read_image(b"GIF89a but not really", (28, 28, 1))
+
+
+def test_generate_cli_writes_the_seeded_grid(serving_artifacts, serving_runtime, tmp_path, capsys):
+    out = tmp_path / "samples.png"
+    assert (
+        serving_main(
+            ["generate", str(serving_artifacts), "--n", "9", "--seed", "4", "--temperature", "0.5", "--out", str(out)]
+        )
+        == 0
+    )
+    assert "wrote 9 samples" in capsys.readouterr().out
+    picture = np.asarray(Image.open(out))
+    np.testing.assert_array_equal(picture, images.grid(serving_runtime.sample(9, 4, 0.5))[..., 0])
+    again = tmp_path / "again.png"
+    serving_main(
+        ["generate", str(serving_artifacts), "--n", "9", "--seed", "4", "--temperature", "0.5", "--out", str(again)]
+    )
+    assert again.read_bytes() == out.read_bytes()
+
+
+def test_kvae_generate_and_serve_are_wired(serving_artifacts, serving_runtime, tmp_path):
+    from kvae.cli import main as kvae_main
+
+    out = tmp_path / "kvae.png"
+    assert kvae_main(["generate", str(serving_artifacts), "--n", "4", "--seed", "1", "--out", str(out)]) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), images.grid(serving_runtime.sample(4, 1))[..., 0])
+    with pytest.raises(SystemExit) as info:
+        kvae_main(["serve", "--help"])
+    assert info.value.code == 0
+
+
+def test_generate_cli_errors_exit_2(tmp_path, capsys):
+    assert serving_main(["generate", str(tmp_path), "--out", str(tmp_path / "x.png")]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        serving_main(["generate", str(tmp_path), "--n", "0"])
+
+
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+
+    BLOCKED = {"tensorflow", "keras", "kvae", "tf2onnx"}
+
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"serving must not import {name}")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    """
+)
+
+
+def _blocked_python(code, *args, **kwargs):
+    """`python -c BLOCKER+code args` with the repository importable, tensorflow/keras/kvae/tf2onnx not."""
+    env = {**os.environ, "PYTHONPATH": REPO}
+    return subprocess.Popen([sys.executable, "-c", BLOCKER + textwrap.dedent(code), *args], cwd=REPO, env=env, **kwargs)
+
+
+def test_serving_never_imports_tensorflow_keras_or_kvae(serving_artifacts, serving_runtime, tmp_path):
+    # The runtime, and `python -m serving generate`, under the import blocker.
+    code = """
+        import runpy, sys
+        import numpy as np
+        from serving import Runtime
+        r = Runtime(sys.argv[1])
+        np.save(sys.argv[2], r.sample(4, seed=2))
+        r.reconstruct(r.sample(2, seed=0)); r.interpolate(r.sample(1, 0), r.sample(1, 1), 3)
+        sys.argv = ["serving", "generate", sys.argv[1], "--n", "4", "--seed", "2", "--out", sys.argv[3]]
+        try:
+            runpy.run_module("serving", run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            assert e.code == 0, e.code
+        assert not BLOCKED & {m.split(".")[0] for m in sys.modules}
+    """
+    process = _blocked_python(
+        code, str(serving_artifacts), str(tmp_path / "s.npy"), str(tmp_path / "s.png"), stderr=subprocess.PIPE
+    )
+    assert process.wait(120) == 0, process.stderr.read().decode()
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), serving_runtime.sample(4, seed=2))
+    assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_python_m_serving_serves_under_the_import_blocker(serving_artifacts, serving_runtime):
+    import tritonclient.http as triton
+
+    code = """
+        import runpy, sys
+        sys.argv = ["serving", *sys.argv[1:]]
+        runpy.run_module("serving", run_name="__main__", alter_sys=True)
+    """
+    args = (str(serving_artifacts), "--host", "127.0.0.1", "--port", "0", "--quiet", "--max-batch-size", "4")
+    process = _blocked_python(code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()  # "kvae serving ARTIFACTS on http://127.0.0.1:PORT (models: ...)"
+        assert " on http://127.0.0.1:" in line, line + process.stderr.read()
+        url = line.split(" on http://")[1].split()[0]
+        client = triton.InferenceServerClient(url=url)
+        assert client.is_server_live() and client.is_model_ready("decoder")
+        z = serving_runtime.sample_z(4, seed=9)
+        tensor = triton.InferInput("z", list(z.shape), "FP32")
+        tensor.set_data_from_numpy(z)
+        np.testing.assert_allclose(
+            client.infer("decoder", [tensor]).as_numpy("x_mean"), serving_runtime.decode(z), atol=1e-6
+        )
+        tensor = triton.InferInput("z", [5, 8], "FP32")
+        tensor.set_data_from_numpy(np.zeros((5, 8), np.float32))
+        with pytest.raises(Exception, match="over this server's limit of 4"):
+            client.infer("decoder", [tensor])
+        client.close()
+    finally:
+        process.terminate()  # SIGTERM: a clean exit
+        assert process.wait(30) == 0, process.stderr.read()
