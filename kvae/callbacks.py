@@ -45,7 +45,7 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
-        if loss is not None and not np.isfinite(loss):
+        if loss is not None and not np.all(np.isfinite(loss)):
             self.failed_at = (self.epoch, batch)
             self.model.stop_training = True
 
@@ -66,7 +66,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.rows = list(history)
 
     def on_epoch_end(self, epoch, logs=None):
-        logs = {k: float(v) for k, v in (logs or {}).items()}
+        # np.mean: under a multi-worker strategy logs are length-1 vectors (see kvae.distribute).
+        logs = {k: float(np.mean(v)) for k, v in (logs or {}).items()}
         if not np.isfinite(logs.get("loss", np.nan)):
             return  # keep the last good checkpoint
         self.rows.append({"epoch": epoch, **logs})

@@ -30,6 +30,8 @@ def _add_train(sub):
     p.add_argument("--learning-rate", type=float, default=d.learning_rate)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule)
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default=d.strategy,
+                   help="tf.distribute strategy; --batch-size stays the global batch (see README)")
     p.set_defaults(func=_train)
 
 

@@ -39,6 +39,7 @@ class TrainConfig:
     learning_rate: float = 1e-3
     lr_schedule: str = "constant"  # or "cosine": decays to 0 over all epochs
     seed: int = 0
+    strategy: str = "default"  # tf.distribute: default, mirrored, multi-worker
 
     def __post_init__(self):
         checks = [
@@ -52,6 +53,7 @@ class TrainConfig:
             (self.beta >= 0, "beta must be >= 0"),
             (self.warmup_epochs >= 0, "warmup_epochs must be >= 0"),
             (self.free_bits >= 0, "free_bits must be >= 0"),
+            (self.strategy in ("default", "mirrored", "multi-worker"), "strategy must be default, mirrored or multi-worker"),
             (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
         ]
         for ok, message in checks:

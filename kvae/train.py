@@ -5,12 +5,14 @@ import json
 import os
 
 import keras
+import numpy as np
 
 from kvae import architectures, figures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
 from kvae.config import TrainConfig
 from kvae.data import load_dataset
 from kvae.data import pipeline
+from kvae.distribute import is_chief, make_strategy, prepare_model, scalar_logs_callback
 from kvae.vae import VAE
 
 CONFIG_FILE = "config.json"
@@ -54,14 +56,19 @@ def learning_rate(config, num_train):
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
 
 
-def train(config, splits=None, verbose="auto"):
+def train(config, splits=None, verbose="auto", strategy=None):
     """Trains (or resumes) the run in `config.run_dir` and writes its files.
 
     Re-running with the same config resumes after the last completed epoch;
-    a different config for an existing run directory is an error.
+    a different config for an existing run directory is an error. `strategy`
+    (a tf.distribute strategy) overrides `config.strategy`. Under a
+    multi-worker strategy every worker runs this; only the chief writes.
     """
+    strategy = strategy or make_strategy(config.strategy)
+    chief = is_chief()
     os.makedirs(config.run_dir, exist_ok=True)
-    _check_or_write_config(config)
+    if chief:
+        _check_or_write_config(config)
     splits = splits if splits is not None else load_dataset(config.dataset, config.data_dir)
     x_train = splits.x_train[: config.train_limit]
     x_val = pipeline.prepare_eval(splits.x_val, config.binarize)
@@ -69,23 +76,29 @@ def train(config, splits=None, verbose="auto"):
 
     keras.utils.set_random_seed(config.seed)  # weight initialisation
     state = load_state(config.run_dir)
-    if state is None:
-        model = build_model(config, splits.input_shape)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, len(x_train))))
-        done, history = 0, []
-    else:
-        model = keras.saving.load_model(state["checkpoint_path"])
-        done, history = state["epoch"], state["history"]
-        print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
+    with strategy.scope():  # variables, optimizer state and checkpoints live under the strategy
+        if state is None:
+            model = build_model(config, splits.input_shape)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, len(x_train))))
+            done, history = 0, []
+        else:
+            model = keras.saving.load_model(state["checkpoint_path"])
+            done, history = state["epoch"], state["history"]
+            print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
+        prepare_model(model, strategy)
 
     nan_guard = StopOnNaN()
     checkpoint = EpochCheckpoint(config.run_dir, history)
-    callbacks = [nan_guard, checkpoint, keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs"))]
+    callbacks = [nan_guard]
+    if chief:
+        callbacks += [checkpoint, keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs"))]
     if config.warmup_epochs:
         callbacks.insert(0, KLWarmup(config.beta, config.warmup_epochs))
+    if model.vector_logs:
+        callbacks.insert(0, scalar_logs_callback())
     if done < config.epochs:
         model.fit(
-            pipeline.train_dataset(x_train, config.batch_size, config.binarize, seed=config.seed),
+            _shard_by_data(pipeline.train_dataset(x_train, config.batch_size, config.binarize, seed=config.seed)),
             epochs=config.epochs,
             initial_epoch=done,
             validation_data=pipeline.eval_dataset(x_val, config.batch_size),
@@ -107,7 +120,9 @@ def train(config, splits=None, verbose="auto"):
         )
 
     model.kl_weight.assign(config.beta)
-    test_metrics = evaluate_elbo(model, x_test, config.batch_size)
+    test_metrics = evaluate_elbo(model, x_test, config.batch_size)  # collective: every worker runs it
+    if not chief:
+        return TrainResult(model, checkpoint.rows, test_metrics, done)
     with open(os.path.join(config.run_dir, METRICS_FILE), "w") as f:
         json.dump(test_metrics, f, indent=2)
     figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, config.run_dir, config.seed, config.dataset)
@@ -117,8 +132,17 @@ def train(config, splits=None, verbose="auto"):
 def evaluate_elbo(model, x, batch_size):
     """One-sample estimate of the test negative ELBO and its parts, in nats per image."""
     logs = model.evaluate(pipeline.eval_dataset(x, batch_size), return_dict=True, verbose=0)
-    recon, kl = logs["reconstruction_loss"], logs["kl_loss"]
+    recon, kl = float(np.mean(logs["reconstruction_loss"])), float(np.mean(logs["kl_loss"]))
     return {"negative_elbo": recon + kl, "reconstruction_loss": recon, "kl_loss": kl, "num_examples": len(x)}
+
+
+def _shard_by_data(dataset):
+    """Multi-worker runs split the (global) batches by element: in-memory data has no files to shard by."""
+    import tensorflow as tf
+
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.with_options(options)
 
 
 def _check_or_write_config(config):
@@ -126,7 +150,8 @@ def _check_or_write_config(config):
     if os.path.exists(path):
         old = TrainConfig.load(path).to_dict()
         new = config.to_dict()
-        changed = {k: (old[k], new[k]) for k in new if k != "epochs" and old[k] != new[k]}
+        # More epochs, or another strategy, may resume a run; anything else is another run.
+        changed = {k: (old.get(k), new[k]) for k in new if k not in ("epochs", "strategy") and old.get(k) != new[k]}
         if changed:
             raise ValueError(
                 f"{config.run_dir} holds a run with a different config {changed} (saved, requested). "

@@ -117,6 +117,12 @@ class VAE(keras.Model):
         self.kl_tracker.update_state(y_pred["kl"])
         return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
 
+    def get_metrics_result(self):
+        result = super().get_metrics_result()
+        if getattr(self, "vector_logs", False):  # set by kvae.distribute.prepare_model
+            return {name: ops.reshape(value, (1,)) for name, value in result.items()}
+        return result
+
     def compile(self, optimizer="adam", loss=None, **kwargs):
         if loss is not None:
             raise ValueError(
