@@ -39,9 +39,17 @@ def export_vae(model, out, *, check_images, force=False, training_config=None, t
     is published; a difference above export.verify.TOLERANCE raises ExportError
     and leaves `out` as it was. Returns an ExportResult.
     """
+    import keras
+
     import kvae
     from export import manifest, onnx_export, saved_model, triton, verify
 
+    if keras.backend.backend() != "tensorflow":
+        raise ExportError(
+            "Export writes SavedModel and ONNX through TensorFlow and needs KERAS_BACKEND=tensorflow. "
+            f"Received backend: {keras.backend.backend()}. Train on any backend, `model.save('model.keras')`, "
+            "then export under TensorFlow: `KERAS_BACKEND=tensorflow kvae export RUN_DIR --out ARTIFACTS`."
+        )
     if not isinstance(model, kvae.VAE):
         raise ExportError(f"export_vae needs a kvae.VAE. Received: {type(model).__name__}")
     input_shape = tuple(int(d) for d in model.encoder.inputs[0].shape[1:])
