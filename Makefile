@@ -26,9 +26,14 @@ data:
 		echo "Fashion-MNIST: no local files and not root; kvae will use tensorflow-datasets"; \
 	fi
 
+ART    ?= artifacts/demo
+
 demo: install data
 	$(BIN)/kvae train --run-dir $(RUN) --architecture mlp --latent-dim 16 --epochs 10
-	@echo "Pictures: $(RUN)/samples.png $(RUN)/reconstructions.png $(RUN)/history.png"
+	$(BIN)/kvae export $(RUN) --out $(ART) --force
+	$(BIN)/kvae generate $(ART) --n 64 --seed 0 --out $(RUN)/onnx_samples.png
+	@echo "Pictures: $(RUN)/samples.png $(RUN)/reconstructions.png $(RUN)/history.png $(RUN)/onnx_samples.png"
+	@echo "Artifacts (SavedModel + ONNX + manifest.json): $(ART); serve them with: $(BIN)/kvae serve $(ART)"
 
 test: install data
 	$(BIN)/python -m pytest -q
