@@ -59,14 +59,14 @@ def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=N
     return keras.Model(z, out, name="decoder")
 
 
-def build(architecture, input_shape, latent_dim, output_activation=None, variational=True):
-    """Returns (encoder, decoder) of a built-in architecture."""
+def build(architecture, input_shape, latent_dim, output_activation=None, variational=True, dense_units=16):
+    """Returns (encoder, decoder) of a built-in architecture (`dense_units`: the conv encoder's dense layer)."""
     input_shape = tuple(input_shape)
     if architecture == "mlp":
         enc = mlp_encoder(input_shape, latent_dim, variational=variational)
         dec = mlp_decoder(latent_dim, input_shape, output_activation=output_activation)
     elif architecture == "conv":
-        enc = conv_encoder(input_shape, latent_dim, variational=variational)
+        enc = conv_encoder(input_shape, latent_dim, dense_units=dense_units, variational=variational)
         dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation)
     else:
         raise ValueError(f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")

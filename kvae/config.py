@@ -15,7 +15,7 @@ PRESETS = {
         learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=10,
     ),
     "fashion-conv": dict(
-        architecture="conv", latent_dim=50, likelihood="bernoulli", epochs=60, batch_size=128,
+        architecture="conv", latent_dim=50, conv_dense_units=512, likelihood="bernoulli", epochs=40, batch_size=128,
         learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=5,
     ),
 }
@@ -29,6 +29,7 @@ class TrainConfig:
     train_limit: int | None = None  # use only the first N training images (quick runs, tests)
     architecture: str = "mlp"
     latent_dim: int = 16
+    conv_dense_units: int = 16  # the conv encoder's dense layer (16 as in the keras.io example)
     likelihood: str = "bernoulli"
     gaussian_variance: str | float = "learned"
     beta: float = 1.0

@@ -35,7 +35,8 @@ def build_model(config, input_shape):
     """The VAE a config describes (untrained)."""
     output_activation = None if config.likelihood == "bernoulli" else "sigmoid"
     encoder, decoder = architectures.build(
-        config.architecture, input_shape, config.latent_dim, output_activation=output_activation
+        config.architecture, input_shape, config.latent_dim, output_activation=output_activation,
+        dense_units=config.conv_dense_units,
     )
     return VAE(
         encoder,
