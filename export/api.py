@@ -24,25 +24,31 @@ class ExportResult:
     max_abs_diff: dict  # {"encoder"|"decoder": {"saved_model"|"onnx": {output: max |backend - Keras|}}}
 
 
-def export_vae(model, out, *, check_images, force=False, training_config=None, test_metrics=None):
+def export_vae(model, out, *, check_images, check_labels=None, force=False, training_config=None,
+               test_metrics=None):
     """Writes `model` to `out` as SavedModel + ONNX + Triton configs + manifest.json.
 
     Args:
-        model: a trained kvae.VAE.
+        model: a trained kvae.VAE (any dtype policy: the export is float32).
         out: the artifacts folder to create (or replace, with force=True).
         check_images: float32 (n, *input_shape) in [0, 1]; the encoder is verified on them.
+        check_labels: conditional models: the n labels of check_images (class
+            ids or one-hot); by default the classes in turn.
         force: replace an existing `out`.
         training_config: dict stored as the manifest's "training_config" (the run's config.json).
         test_metrics: dict stored as the manifest's "test_metrics".
 
     Both exported models are reloaded and compared with Keras before anything
     is published; a difference above export.verify.TOLERANCE raises ExportError
-    and leaves `out` as it was. Returns an ExportResult.
+    and leaves `out` as it was. A model trained under a mixed-precision
+    policy is exported as its float32 twin (same weights, float32 layers,
+    kvae.precision.float32_twin), and verified against that twin. Returns an ExportResult.
     """
     import keras
 
     import kvae
     from export import manifest, onnx_export, saved_model, triton, verify
+    from kvae.precision import float32_twin
 
     if keras.backend.backend() != "tensorflow":
         raise ExportError(
@@ -52,13 +58,15 @@ def export_vae(model, out, *, check_images, force=False, training_config=None, t
         )
     if not isinstance(model, kvae.VAE):
         raise ExportError(f"export_vae needs a kvae.VAE. Received: {type(model).__name__}")
+    model = float32_twin(model)  # serving runtimes expect float32 graphs
     input_shape = tuple(int(d) for d in model.encoder.inputs[0].shape[1:])
-    latent_dim, likelihood = model.latent_dim, model.likelihood
+    latent_dim, likelihood, num_classes = model.latent_dim, model.likelihood, model.num_classes
     x = _check_images(check_images, input_shape)
-    tensors = model_tensors(input_shape, latent_dim, likelihood)
+    y_x, y_z = _check_labels(model, check_labels, len(x)), verify.check_labels(verify.NUM_CHECK_LATENTS, num_classes)
+    tensors = model_tensors(input_shape, latent_dim, likelihood, num_classes)
     modules = {
-        "encoder": saved_model.EncoderModule(model.encoder, input_shape),
-        "decoder": saved_model.DecoderModule(model.decoder, latent_dim, likelihood),
+        "encoder": saved_model.EncoderModule(model.encoder, input_shape, num_classes),
+        "decoder": saved_model.DecoderModule(model.decoder, latent_dim, likelihood, num_classes),
     }
     out = os.path.abspath(os.fspath(out))
     with publish.staging(out, force) as tmp:
@@ -76,15 +84,17 @@ def export_vae(model, out, *, check_images, force=False, training_config=None, t
                 "input_shape": list(input_shape),
                 "likelihood": likelihood,
                 "kvae_version": kvae.__version__,
+                **({} if num_classes is None else {"num_classes": num_classes}),
             }
             onnx_export.convert(module.serve, paths[name]["onnx"], name, tensors[name], metadata)
             triton.write_config(os.path.join(tmp, "onnx", name, "config.pbtxt"), name, tensors[name])
-        diffs = verify.verify(model, paths, x, verify.check_latents(latent_dim))
+        diffs = verify.verify(model, paths, x, verify.check_latents(latent_dim), y_x, y_z)
         # The Gaussian's pixel variance lives in the VAE, not the decoder: a
         # likelihood computed from the artifacts needs it.
         log_var = float(np.asarray(model.log_var)) if likelihood == "gaussian" else None
         contents = manifest.build(
-            tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, log_var
+            tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, log_var,
+            num_classes,
         )
         manifest.write(tmp, contents)
     return ExportResult(out, contents, diffs)
@@ -114,15 +124,21 @@ def export_run(run_dir, out, force=False):
     from kvae.data import DataError, load_dataset
 
     try:
-        splits = load_dataset(config.get("dataset", "fashion_mnist"), config.get("data_dir"))
+        splits = load_dataset(
+            config.get("dataset", "fashion_mnist"), config.get("data_dir"), config.get("image_size"),
+            config.get("color_mode"),
+        )
     except DataError as e:
         raise ExportError(f"Cannot load the check images of {run_dir}: {e}") from e
     x = splits.x_test[:NUM_CHECK_IMAGES].astype(np.float32) / 255.0
+    labels = splits.y_test[:NUM_CHECK_IMAGES] if config.get("num_classes") else None
     try:
         model = keras.saving.load_model(model_path, compile=False)  # no optimizer needed to export
     except Exception as e:  # a corrupt or foreign file: Keras raises ValueError, zipfile errors, ...
         raise ExportError(f"Cannot load {model_path}: {e}") from e
-    return export_vae(model, out, check_images=x, force=force, training_config=config, test_metrics=metrics)
+    return export_vae(
+        model, out, check_images=x, check_labels=labels, force=force, training_config=config, test_metrics=metrics
+    )
 
 
 def _read_json(path):
@@ -131,6 +147,22 @@ def _read_json(path):
             return json.load(f)
     except (OSError, ValueError) as e:
         raise ExportError(f"Cannot read {path}: {e}") from e
+
+
+def _check_labels(model, labels, n):
+    """One-hot (n, C) labels for the encoder check of a conditional model; None for an unconditional one."""
+    from export.verify import check_labels
+
+    if model.num_classes is None:
+        if labels is not None:
+            raise ExportError("check_labels is only for conditional models (num_classes=C).")
+        return None
+    if labels is None:
+        return check_labels(n, model.num_classes)
+    try:
+        return model.labels_for(labels, n)
+    except ValueError as e:
+        raise ExportError(f"check_labels: {e}") from e
 
 
 def _check_images(images, input_shape):

@@ -13,10 +13,18 @@ PREPROCESSING = (
     "then the decoder; x_mean is the image. Test-set protocol for Bernoulli likelihoods: the t10k images binarized once, "
     "x = (numpy.random.default_rng(0).random(shape, dtype=float32) < pixels / 255)."
 )
+CONDITIONAL = (
+    " Conditional model: encoder and decoder also take y, float32 one-hot [batch, num_classes] "
+    "(row i has a 1.0 in column label_i); sampling without labels uses label_i = i % num_classes."
+)
 
 
-def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, observation_log_var=None):
-    """The manifest dict of ARTIFACTS.md for the files now under `out` (hashes them)."""
+def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics,
+          observation_log_var=None, num_classes=None):
+    """The manifest dict of ARTIFACTS.md for the files now under `out` (hashes them).
+
+    Conditional models add "num_classes" (after "latent_dim"); unconditional manifests do not have the key.
+    """
     models = {
         name: {
             "onnx": f"onnx/{name}/1/model.onnx",
@@ -30,11 +38,12 @@ def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, train
         "format_version": FORMAT_VERSION,
         "kvae_version": kvae_version,
         "latent_dim": int(latent_dim),
+        **({} if num_classes is None else {"num_classes": int(num_classes)}),
         "input_shape": [int(d) for d in input_shape],
         "likelihood": likelihood,
         "observation_log_var": observation_log_var,  # Gaussian: log of the pixel variance; else null
         "value_range": [0.0, 1.0],
-        "preprocessing": PREPROCESSING,
+        "preprocessing": PREPROCESSING + ("" if num_classes is None else CONDITIONAL),
         "models": models,
         "files": file_hashes(out),
         "training_config": training_config,

@@ -2,25 +2,34 @@
 
 A tf.function with a named TensorSpec input and a dict output gives the
 SavedModel signature `serving_default` the tensor names of ARTIFACTS.md
-(x -> z_mean, z_log_var; z -> x_mean[, x_logits]). The same tf.functions are
-what tf2onnx converts, so both formats come from one traced graph.
+(x -> z_mean, z_log_var; z -> x_mean[, x_logits]; conditional models take y,
+one-hot [batch, C], as a second input of both). The same tf.functions are
+what tf2onnx converts, so both formats come from one traced graph. Outputs
+are cast to float32, the contract's only datatype.
 """
 
 import tensorflow as tf
 
 
 class EncoderModule(tf.Module):
-    """x (batch, *input_shape) float32 in [0, 1] -> {"z_mean", "z_log_var"}, each (batch, latent_dim)."""
+    """x (batch, *input_shape) float32 in [0, 1] [, y (batch, C) one-hot] -> {"z_mean", "z_log_var"}, each (batch, latent_dim)."""
 
-    def __init__(self, encoder, input_shape):
+    def __init__(self, encoder, input_shape, num_classes=None):
         super().__init__(name="encoder")
         self.encoder = encoder  # tracked, so its variables are saved
-        spec = tf.TensorSpec([None, *input_shape], tf.float32, name="x")
-        self.serve = tf.function(self._serve, input_signature=[spec])
+        specs = [tf.TensorSpec([None, *input_shape], tf.float32, name="x")] + _label_spec(num_classes)
+        self.serve = tf.function(self._serve if num_classes is None else self._serve_conditional, input_signature=specs)
 
     def _serve(self, x):
-        z_mean, z_log_var = self.encoder(x, training=False)
-        return {"z_mean": z_mean, "z_log_var": z_log_var}
+        return self._outputs(self.encoder(x, training=False))
+
+    def _serve_conditional(self, x, y):
+        return self._outputs(self.encoder([x, y], training=False))
+
+    @staticmethod
+    def _outputs(encoded):
+        z_mean, z_log_var = encoded
+        return {"z_mean": tf.cast(z_mean, tf.float32), "z_log_var": tf.cast(z_log_var, tf.float32)}
 
 
 class DecoderModule(tf.Module):
@@ -30,18 +39,29 @@ class DecoderModule(tf.Module):
     as in VAE.output_mean; for a Gaussian one the output is already the mean.
     """
 
-    def __init__(self, decoder, latent_dim, likelihood):
+    def __init__(self, decoder, latent_dim, likelihood, num_classes=None):
         super().__init__(name="decoder")
         self.decoder = decoder
         self.likelihood = likelihood
-        spec = tf.TensorSpec([None, latent_dim], tf.float32, name="z")
-        self.serve = tf.function(self._serve, input_signature=[spec])
+        specs = [tf.TensorSpec([None, latent_dim], tf.float32, name="z")] + _label_spec(num_classes)
+        self.serve = tf.function(self._serve if num_classes is None else self._serve_conditional, input_signature=specs)
 
     def _serve(self, z):
-        out = self.decoder(z, training=False)
+        return self._outputs(self.decoder(z, training=False))
+
+    def _serve_conditional(self, z, y):
+        return self._outputs(self.decoder([z, y], training=False))
+
+    def _outputs(self, out):
+        out = tf.cast(out, tf.float32)
         if self.likelihood == "bernoulli":
             return {"x_mean": tf.sigmoid(out), "x_logits": out}
         return {"x_mean": out}
+
+
+def _label_spec(num_classes):
+    """[] for an unconditional model; else the one-hot label input y, float32 (batch, C)."""
+    return [] if num_classes is None else [tf.TensorSpec([None, num_classes], tf.float32, name="y")]
 
 
 def save(module, path):

@@ -20,10 +20,15 @@ def check_latents(latent_dim):
     return np.random.default_rng(CHECK_SEED).standard_normal((NUM_CHECK_LATENTS, latent_dim), dtype=np.float32)
 
 
-def keras_outputs(model, x, z):
-    """The reference outputs, {"encoder": {...}, "decoder": {...}} of NumPy arrays."""
-    z_mean, z_log_var = model.encoder(x, training=False)
-    reconstruction = model.decoder(z, training=False)
+def check_labels(n, num_classes):
+    """One-hot labels (n, C) cycling through the classes, or None for an unconditional model."""
+    return None if num_classes is None else np.eye(num_classes, dtype=np.float32)[np.arange(n) % num_classes]
+
+
+def keras_outputs(model, x, z, y_x=None, y_z=None):
+    """The reference outputs, {"encoder": {...}, "decoder": {...}} of NumPy arrays (y_*: one-hot labels or None)."""
+    z_mean, z_log_var = model.run_encoder(x, y_x)
+    reconstruction = model.run_decoder(z, y_z)
     decoder = {"x_mean": np.asarray(model.output_mean(reconstruction))}
     if model.likelihood == "bernoulli":
         decoder["x_logits"] = np.asarray(reconstruction)  # the Bernoulli decoder's raw output is logits
@@ -39,19 +44,22 @@ def run_onnx(path, inputs):
     return dict(zip(names, session.run(None, inputs)))
 
 
-def verify(model, paths, x, z):
+def verify(model, paths, x, z, y_x=None, y_z=None):
     """Checks both backends of both models against Keras.
 
     Args:
-        model: the kvae VAE.
+        model: the kvae VAE (float32).
         paths: {"encoder": {"saved_model": dir, "onnx": file}, "decoder": {...}}.
         x: check images (n, *input_shape) float32; z: check latents (m, latent_dim) float32.
+        y_x, y_z: conditional models only: one-hot labels (n, C) of x and (m, C) of z.
 
     Returns {model: {backend: {output: max abs difference}}}; raises ExportError
     naming the model, output and backend when one differs by more than TOLERANCE.
     """
-    expected = keras_outputs(model, x, z)
+    expected = keras_outputs(model, x, z, y_x, y_z)
     inputs = {"encoder": {"x": x}, "decoder": {"z": z}}
+    if y_x is not None:
+        inputs["encoder"]["y"], inputs["decoder"]["y"] = y_x, y_z
     runners = {"saved_model": saved_model.run, "onnx": run_onnx}
     diffs = {}
     for name in ("encoder", "decoder"):

@@ -4,6 +4,11 @@ An encoder maps x (batch, *input_shape) to (z_mean, z_log_var), each
 (batch, latent_dim) — or, for the plain autoencoder, to one code h. A decoder
 maps z (batch, latent_dim) to (batch, *input_shape): logits for a Bernoulli
 likelihood (output_activation=None), means in [0, 1] otherwise ("sigmoid").
+
+Conditional variants (num_classes=C) take a second input y, float32 one-hot
+(batch, C), named "y": the encoder maps [x, y] and the decoder [z, y]. The
+label is concatenated to the flattened features of x in the encoder and to z
+in the decoder, the usual CVAE wiring (Sohn et al., 2015).
 """
 
 import math
@@ -14,26 +19,28 @@ from keras import layers
 from kvae.config import ARCHITECTURES
 
 
-def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True):
+def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True, num_classes=None):
     """784-200-200-L with tanh: the MLP of the IWAE paper (Burda et al., 2015)."""
     x = keras.Input(shape=input_shape, name="x")
     h = layers.Flatten()(x)
+    inputs, h = _with_label(x, h, num_classes)
     for i, units in enumerate(hidden):
         h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
-    return _encoder_heads(x, h, latent_dim, variational, activation)
+    return _encoder_heads(inputs, h, latent_dim, variational, activation)
 
 
-def mlp_decoder(latent_dim, output_shape, hidden=(200, 200), activation="tanh", output_activation=None):
+def mlp_decoder(latent_dim, output_shape, hidden=(200, 200), activation="tanh", output_activation=None,
+                num_classes=None):
     z = keras.Input(shape=(latent_dim,), name="z")
-    h = z
+    inputs, h = _with_label(z, z, num_classes)
     for i, units in enumerate(hidden):
         h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
     h = layers.Dense(math.prod(output_shape), activation=output_activation, name="output")(h)
     out = layers.Reshape(output_shape, name="x_out")(h)
-    return keras.Model(z, out, name="decoder")
+    return keras.Model(inputs, out, name="decoder")
 
 
-def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, variational=True):
+def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, variational=True, num_classes=None):
     """Two stride-2 3x3 convolutions (32 then 64 filters), then a small dense layer."""
     _check_divisible(input_shape, 2 ** len(filters))
     x = keras.Input(shape=input_shape, name="x")
@@ -41,36 +48,53 @@ def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, vari
     for i, f in enumerate(filters):
         h = layers.Conv2D(f, 3, strides=2, padding="same", activation="relu", name=f"conv_{i}")(h)
     h = layers.Flatten()(h)
+    inputs, h = _with_label(x, h, num_classes)
     h = layers.Dense(dense_units, activation="relu", name="dense")(h)
-    return _encoder_heads(x, h, latent_dim, variational, "tanh")
+    return _encoder_heads(inputs, h, latent_dim, variational, "tanh")
 
 
-def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=None):
+def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=None, num_classes=None):
     """The encoder mirrored: dense to a (h/4, w/4, 64) map, then stride-2 transposed convolutions."""
     _check_divisible(output_shape, 2 ** len(filters))
     height, width, channels = output_shape
     scale = 2 ** len(filters)
     z = keras.Input(shape=(latent_dim,), name="z")
-    h = layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu", name="dense")(z)
+    inputs, h = _with_label(z, z, num_classes)
+    h = layers.Dense((height // scale) * (width // scale) * filters[-1], activation="relu", name="dense")(h)
     h = layers.Reshape((height // scale, width // scale, filters[-1]))(h)
     for i, f in enumerate(reversed(filters)):
         h = layers.Conv2DTranspose(f, 3, strides=2, padding="same", activation="relu", name=f"deconv_{i}")(h)
     out = layers.Conv2DTranspose(channels, 3, padding="same", activation=output_activation, name="x_out")(h)
-    return keras.Model(z, out, name="decoder")
+    return keras.Model(inputs, out, name="decoder")
 
 
-def build(architecture, input_shape, latent_dim, output_activation=None, variational=True, dense_units=16):
-    """Returns (encoder, decoder) of a built-in architecture (`dense_units`: the conv encoder's dense layer)."""
+def build(architecture, input_shape, latent_dim, output_activation=None, variational=True, dense_units=16,
+          num_classes=None):
+    """Returns (encoder, decoder) of a built-in architecture (`dense_units`: the conv encoder's dense layer).
+
+    With num_classes=C both are conditional on a one-hot label y (batch, C).
+    """
     input_shape = tuple(input_shape)
+    if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 2):
+        raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
+    labels = {"num_classes": num_classes}
     if architecture == "mlp":
-        enc = mlp_encoder(input_shape, latent_dim, variational=variational)
-        dec = mlp_decoder(latent_dim, input_shape, output_activation=output_activation)
+        enc = mlp_encoder(input_shape, latent_dim, variational=variational, **labels)
+        dec = mlp_decoder(latent_dim, input_shape, output_activation=output_activation, **labels)
     elif architecture == "conv":
-        enc = conv_encoder(input_shape, latent_dim, dense_units=dense_units, variational=variational)
-        dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation)
+        enc = conv_encoder(input_shape, latent_dim, dense_units=dense_units, variational=variational, **labels)
+        dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation, **labels)
     else:
         raise ValueError(f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
     return enc, dec
+
+
+def _with_label(first_input, features, num_classes):
+    """Unconditional: (first_input, features). Conditional: ([first_input, y], features ++ y), y (batch, C)."""
+    if num_classes is None:
+        return first_input, features
+    y = keras.Input(shape=(num_classes,), name="y")
+    return [first_input, y], layers.Concatenate(name="with_label")([features, y])
 
 
 def _encoder_heads(x, h, latent_dim, variational, code_activation):

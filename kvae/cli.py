@@ -5,7 +5,9 @@ import dataclasses
 import os
 import sys
 
-from kvae.config import PRESETS, TrainConfig
+from kvae.config import COLOR_MODES, DTYPE_POLICIES, PRESETS, TrainConfig
+
+FOLDER_PREFIX = "folder:"  # as kvae.data.sources.FOLDER_PREFIX; not imported, to keep `kvae --help` light
 
 DEFAULTS = TrainConfig()
 
@@ -15,7 +17,8 @@ def _add_train(sub):
     d = DEFAULTS
     p.add_argument("--preset", choices=sorted(PRESETS), help="a documented recipe; other flags override it")
     p.add_argument("--run-dir", default=d.run_dir, help="where config, model, history and pictures go")
-    p.add_argument("--dataset", default=d.dataset, help="fashion_mnist (local IDX files) or a tfds image dataset name")
+    p.add_argument("--dataset", default=d.dataset,
+                   help="fashion_mnist (local IDX files), folder:PATH (image files), or a tfds name (cifar10, celeb_a, ...)")
     p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
     p.add_argument("--train-limit", type=int, default=None, help="train on the first N images only")
     p.add_argument("--architecture", choices=["mlp", "conv"], default=d.architecture)
@@ -33,6 +36,16 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default=d.strategy,
                    help="tf.distribute strategy; --batch-size stays the global batch (see README)")
+    p.add_argument("--image-folder", metavar="PATH", default=None,
+                   help="train on the images under PATH, one subfolder per class (= --dataset folder:PATH)")
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None,
+                   help="resize every image (default: folders use their first image's size, others stay as stored)")
+    p.add_argument("--color-mode", choices=list(COLOR_MODES), default=None,
+                   help="convert every image (default: folders follow their first image, others stay as stored)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="a conditional VAE on the dataset's labels 0..C-1 (encoder and decoder see the label)")
+    p.add_argument("--dtype-policy", choices=list(DTYPE_POLICIES), default=None,
+                   help="Keras dtype policy of the layers (mixed_bfloat16: 16-bit compute; loss terms stay float32)")
     p.set_defaults(func=_train)
 
 
@@ -41,6 +54,8 @@ def _train(args):
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     given = {k: v for k, v in vars(args).items() if k in fields}
+    if args.image_folder is not None:
+        given["dataset"] = FOLDER_PREFIX + args.image_folder
     # Precedence: flags typed on the command line, then the preset, then defaults.
     typed = {k for k, v in given.items() if v != getattr(DEFAULTS, k)}
     values = {**given, **{k: v for k, v in PRESETS.get(args.preset, {}).items() if k not in typed}}
@@ -88,7 +103,7 @@ def _evaluate(args):
 
 
 def _add_plot(sub):
-    p = sub.add_parser("plot", help="redraw a run's pictures (samples, reconstructions, latent space, curves)")
+    p = sub.add_parser("plot", help="redraw a run's pictures (samples, reconstructions, latent space, curves; class_samples.png of conditional runs)")
     p.add_argument("run_dir")
     p.set_defaults(func=_plot)
 

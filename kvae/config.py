@@ -7,6 +7,8 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 
 LR_SCHEDULES = ("constant", "cosine")
+COLOR_MODES = ("grayscale", "rgb", "rgba")  # as keras.utils.image_dataset_from_directory names them
+DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 
 # Documented recipes (`kvae train --preset NAME`); flags given with a preset override it.
 PRESETS = {
@@ -41,8 +43,15 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "cosine": decays to 0 over all epochs
     seed: int = 0
     strategy: str = "default"  # tf.distribute: default, mirrored, multi-worker
+    # Other data: dataset "folder:PATH" (images, one subfolder per class) or a tfds name.
+    image_size: list | None = None  # [height, width] to resize to; None: folders use their first image's size
+    color_mode: str | None = None  # folders: grayscale, rgb or rgba; None: from their first image
+    num_classes: int | None = None  # conditional VAE on the dataset's labels 0..C-1
+    dtype_policy: str | None = None  # Keras dtype policy of the layers, e.g. mixed_bfloat16
 
     def __post_init__(self):
+        if self.image_size is not None:
+            self.image_size = list(self.image_size)  # JSON and argparse give lists; tuples compare unequal
         checks = [
             (self.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}"),
             (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}"),
@@ -56,6 +65,11 @@ class TrainConfig:
             (self.free_bits >= 0, "free_bits must be >= 0"),
             (self.strategy in ("default", "mirrored", "multi-worker"), "strategy must be default, mirrored or multi-worker"),
             (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
+            (self.image_size is None or (len(self.image_size) == 2 and min(self.image_size) >= 1),
+             "image_size must be [height, width] with both >= 1"),
+            (self.color_mode in (None, *COLOR_MODES), f"color_mode must be one of {COLOR_MODES}"),
+            (self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2"),
+            (self.dtype_policy in (None, *DTYPE_POLICIES), f"dtype_policy must be one of {DTYPE_POLICIES}"),
         ]
         for ok, message in checks:
             if not ok:

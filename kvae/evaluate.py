@@ -24,11 +24,13 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
 
     Returns a dict of floats (nats per image unless named otherwise).
     `chunk_size` caps the number of latent samples decoded at once, per
-    image; by default batch_size * chunk_size is about 100,000.
+    image; by default batch_size * chunk_size is about 100,000. A
+    conditional model needs the labels y and gives -log p(x|y).
     """
     if not isinstance(k, int) or k < 1:
         raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
     x = np.asarray(x, np.float32)
+    y_one_hot = model.labels_for(y if model.num_classes is not None else None, len(x))  # (n, C) or None
     chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
     rng = np.random.default_rng(seed)
     n, dims = len(x), math.prod(x.shape[1:])
@@ -36,8 +38,9 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     progress = keras.utils.Progbar(n, unit_name="image") if verbose else None
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size]
-        z_mean, z_log_var = (ops.convert_to_numpy(t) for t in model.encoder(xb, training=False))
-        log_px, mean_recon = _importance_weighted(model, xb, z_mean, z_log_var, k, chunk_size, rng)
+        yb = None if y_one_hot is None else y_one_hot[start : start + batch_size]
+        z_mean, z_log_var = (ops.convert_to_numpy(t) for t in model.run_encoder(xb, yb))
+        log_px, mean_recon = _importance_weighted(model, xb, yb, z_mean, z_log_var, k, chunk_size, rng)
         nll.append(-log_px)
         recon.append(mean_recon)
         kl_dim.append(ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var)))
@@ -68,8 +71,8 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     return result
 
 
-def _importance_weighted(model, x, z_mean, z_log_var, k, chunk_size, rng):
-    """log p(x) estimates (b,) and E_q[-log p(x|z)] (b,), streaming over k samples."""
+def _importance_weighted(model, x, y, z_mean, z_log_var, k, chunk_size, rng):
+    """log p(x) estimates (b,) and E_q[-log p(x|z)] (b,), streaming over k samples (y: one-hot labels or None)."""
     b, d = z_mean.shape
     running_max = np.full(b, -np.inf)
     running_sum = np.zeros(b)  # sum exp(log w - running_max)
@@ -79,7 +82,7 @@ def _importance_weighted(model, x, z_mean, z_log_var, k, chunk_size, rng):
         c = min(chunk_size, k - done)
         eps = rng.standard_normal((b, c, d), dtype=np.float32)
         z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps  # (b, c, d)
-        out = model.decoder(z.reshape(b * c, d), training=False)
+        out = model.run_decoder(z.reshape(b * c, d), None if y is None else np.repeat(y, c, axis=0))
         if x_rep is None or len(x_rep) != b * c:
             x_rep = np.repeat(x, c, axis=0)  # (b * c, *input_shape)
         log_px_z = -ops.convert_to_numpy(model.reconstruction_nll(x_rep, out)).reshape(b, c).astype(np.float64)

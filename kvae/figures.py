@@ -1,6 +1,8 @@
 """The pictures of a trained run: what to draw, from a model and its test data.
 
-Written by `kvae train` at the end and by `kvae plot RUN_DIR`.
+Written by `kvae train` at the end and by `kvae plot RUN_DIR`. A conditional
+model also gets class_samples.png (one row per class), and every picture
+decodes with labels: the test labels, or the first test image's class.
 """
 
 import os
@@ -15,38 +17,58 @@ FASHION_MNIST_CLASSES = [
 ]
 
 
-def write_all(model, x_test_uint8, y_test, history_rows, run_dir, seed=0, dataset="fashion_mnist"):
+def write_all(model, x_test_uint8, y_test, history_rows, run_dir, seed=0, dataset="fashion_mnist", class_names=None):
     """Writes every picture into run_dir and returns their paths."""
     x = x_test_uint8.astype("float32") / 255.0  # grey levels: easier to judge than binary pixels
-    names = FASHION_MNIST_CLASSES if dataset == "fashion_mnist" else None
+    names = class_names or (FASHION_MNIST_CLASSES if dataset == "fashion_mnist" else None)
+    conditional = getattr(model, "num_classes", None) is not None
+    # Labels for the model's helpers: the test labels, or one class for latent sweeps (None if unconditional).
+    y = y_test if conditional else None
+    one = int(y_test[0]) if conditional else None
     out = {}
 
     def path(name):
         out[name] = os.path.join(run_dir, name)
         return out[name]
 
-    plots.save_grid(model.sample(64, seed=seed), path("samples.png"), "samples from the prior")
-    plots.save_reconstructions(x[:32], model.reconstruct(x[:32]), path("reconstructions.png"))
+    title = "samples from the prior" + (" (classes in turn)" if conditional else "")
+    plots.save_grid(model.sample(64, seed=seed), path("samples.png"), title)
+    if conditional:
+        class_samples(model, path("class_samples.png"), seed, names)
+    plots.save_reconstructions(x[:32], model.reconstruct(x[:32], _first(y, 32)), path("reconstructions.png"))
     if history_rows:
         plots.save_history(history_rows, path("history.png"))
-    z_mean, _ = model.encode(x[:5000])
+    z_mean, _ = model.encode(x[:5000], _first(y, 5000))
     labels = y_test[:5000]
     if model.latent_dim == 2:
-        plots.save_grid(manifold(model, 20), path("manifold.png"), "latent manifold (inverse-normal-CDF grid)", ncols=20)
+        plots.save_grid(manifold(model, 20, one), path("manifold.png"), "latent manifold (inverse-normal-CDF grid)", ncols=20)
         plots.save_scatter(z_mean, labels, path("latent_scatter.png"), "test z_mean by class", names)
     else:
         plots.save_scatter(pca_2d(z_mean), labels, path("latent_scatter.png"), "test z_mean, first two principal components, by class", names)
-    plots.save_grid(interpolation(model, x[0], x[1], 10), path("interpolation.png"), "interpolation between two test images", ncols=10)
-    kl = model_kl_per_dim(model, x[:2000])
-    plots.save_grid(traversal(model, kl, 8, 9), path("traversal.png"), "traversal of the 8 latent dims with most KL (rows), -3 to 3", ncols=9)
+    plots.save_grid(interpolation(model, x[0], x[1], 10, _first(y, 2)), path("interpolation.png"), "interpolation between two test images", ncols=10)
+    kl = model_kl_per_dim(model, x[:2000], _first(y, 2000))
+    plots.save_grid(traversal(model, kl, 8, 9, one), path("traversal.png"), "traversal of the 8 latent dims with most KL (rows), -3 to 3", ncols=9)
     return out
 
 
-def manifold(model, n):
+def class_samples(model, path, seed=0, names=None, per_class=10):
+    """A conditional model's samples, one row per class: (num_classes * per_class, *input_shape) drawn and saved."""
+    labels = np.repeat(np.arange(model.num_classes), per_class)
+    images = model.sample(len(labels), seed=seed, labels=labels)
+    names = names or [str(c) for c in range(model.num_classes)]
+    plots.save_grid(images, path, "samples of each class (rows)", ncols=per_class, row_names=names[: model.num_classes])
+    return images
+
+
+def _first(labels, n):
+    return None if labels is None else labels[:n]
+
+
+def manifold(model, n, label=None):
     """Decodes an n x n grid of z at the quantiles (i + 0.5) / n of N(0, 1) on each axis."""
     q = [NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)]
     z = np.array([[a, b] for b in reversed(q) for a in q], np.float32)
-    return model.decode(z)
+    return model.decode(z, label)
 
 
 def pca_2d(z):
@@ -56,24 +78,29 @@ def pca_2d(z):
     return centred @ vt[:2].T
 
 
-def interpolation(model, x_a, x_b, steps):
-    """Decodes the straight line between the posterior means of two images."""
-    z_mean, _ = model.encode(np.stack([x_a, x_b]))
+def interpolation(model, x_a, x_b, steps, labels=None):
+    """Decodes the straight line between the posterior means of two images.
+
+    Conditional models: `labels` are the two images' classes; the one-hot
+    label moves along the line with z.
+    """
+    z_mean, _ = model.encode(np.stack([x_a, x_b]), labels)
     t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-    return model.decode((1 - t) * z_mean[0] + t * z_mean[1])
+    y = None if labels is None else model.labels_for(labels, 2)
+    return model.decode((1 - t) * z_mean[0] + t * z_mean[1], None if y is None else (1 - t) * y[0] + t * y[1])
 
 
-def model_kl_per_dim(model, x):
+def model_kl_per_dim(model, x, labels=None):
     """Mean KL of each latent dimension over x: (latent_dim,)."""
-    z_mean, z_log_var = model.encode(x)
+    z_mean, z_log_var = model.encode(x, labels)
     return (-0.5 * (1 + z_log_var - z_mean**2 - np.exp(z_log_var))).mean(axis=0)
 
 
-def traversal(model, kl_per_dim, dims, steps):
+def traversal(model, kl_per_dim, dims, steps, label=None):
     """Rows: the `dims` dimensions with most KL, each swept from -3 to 3 with the others at 0."""
     order = np.argsort(kl_per_dim)[::-1][: min(dims, len(kl_per_dim))]
     values = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
     z = np.zeros((len(order) * steps, len(kl_per_dim)), np.float32)
     for row, d in enumerate(order):
         z[row * steps : (row + 1) * steps, d] = values
-    return model.decode(z)
+    return model.decode(z, label)

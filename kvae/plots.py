@@ -30,11 +30,19 @@ def _show(ax, mosaic):
     ax.set_axis_off()
 
 
-def save_grid(images, path, title=None, ncols=None):
-    """A grid of images, e.g. decoded samples from the prior."""
+def save_grid(images, path, title=None, ncols=None, row_names=None):
+    """A grid of images, e.g. decoded samples from the prior; `row_names` label the rows on the left."""
     mosaic = tile(images, ncols)
     fig, ax = plt.subplots(figsize=(6, 6 * mosaic.shape[0] / mosaic.shape[1] + (0.4 if title else 0)))
     _show(ax, mosaic)
+    if row_names:
+        h = np.shape(images)[1]
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([r * (h + 1) + h / 2 for r in range(len(row_names))], row_names, fontsize=8)
+        ax.tick_params(length=0)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
     if title:
         ax.set_title(title)
     fig.savefig(path, dpi=100, bbox_inches="tight")

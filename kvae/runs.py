@@ -26,7 +26,7 @@ def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1)
     from kvae.evaluate import evaluate
 
     config, model = load_run(run_dir)
-    splits = load_dataset(config.dataset, config.data_dir)
+    splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
     x = pipeline.prepare_eval(splits.x_test[:limit], config.binarize)
     result = evaluate(model, x, splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
     with open(os.path.join(run_dir, EVALUATION_FILE), "w") as f:
@@ -41,7 +41,9 @@ def plot_run(run_dir):
     from kvae.data import load_dataset
 
     config, model = load_run(run_dir)
-    splits = load_dataset(config.dataset, config.data_dir)
+    splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
     state = load_state(run_dir)
     rows = state["history"] if state else []
-    return figures.write_all(model, splits.x_test, splits.y_test, rows, run_dir, config.seed, config.dataset)
+    return figures.write_all(
+        model, splits.x_test, splits.y_test, rows, run_dir, config.seed, config.dataset, splits.class_names
+    )

@@ -13,6 +13,7 @@ from kvae.config import TrainConfig
 from kvae.data import load_dataset
 from kvae.data import pipeline
 from kvae.distribute import is_chief, make_strategy, prepare_model, scalar_logs_callback
+from kvae.precision import policy_scope
 from kvae.vae import VAE
 
 CONFIG_FILE = "config.json"
@@ -32,21 +33,44 @@ class TrainResult:
 
 
 def build_model(config, input_shape):
-    """The VAE a config describes (untrained)."""
+    """The VAE a config describes (untrained), its layers under config.dtype_policy."""
     output_activation = None if config.likelihood == "bernoulli" else "sigmoid"
-    encoder, decoder = architectures.build(
-        config.architecture, input_shape, config.latent_dim, output_activation=output_activation,
-        dense_units=config.conv_dense_units,
-    )
-    return VAE(
-        encoder,
-        decoder,
-        likelihood=config.likelihood,
-        beta=config.beta,
-        free_bits=config.free_bits,
-        gaussian_variance=config.gaussian_variance,
-        seed=config.seed,
-    )
+    with policy_scope(config.dtype_policy):
+        encoder, decoder = architectures.build(
+            config.architecture, input_shape, config.latent_dim, output_activation=output_activation,
+            dense_units=config.conv_dense_units, num_classes=config.num_classes,
+        )
+        return VAE(
+            encoder,
+            decoder,
+            likelihood=config.likelihood,
+            beta=config.beta,
+            free_bits=config.free_bits,
+            gaussian_variance=config.gaussian_variance,
+            seed=config.seed,
+            num_classes=config.num_classes,
+        )
+
+
+def model_inputs(config, splits):
+    """(train, validation, test) inputs: uint8 training images, prepared evaluation images.
+
+    For a conditional model each is a `pipeline.labeled` dataset of
+    {"x": image, "y": label} with the split's labels, checked against num_classes.
+    """
+    x_train = splits.x_train[: config.train_limit]
+    x_val = pipeline.prepare_eval(splits.x_val, config.binarize)
+    x_test = pipeline.prepare_eval(splits.x_test, config.binarize)
+    if config.num_classes is None:
+        return x_train, x_val, x_test
+    labels = (splits.y_train[: config.train_limit], splits.y_val, splits.y_test)
+    for y in labels:
+        if len(y) and (y.min() < 0 or y.max() >= config.num_classes):
+            raise ValueError(
+                f"num_classes={config.num_classes} needs labels in [0, {config.num_classes}). "
+                f"Received: labels from {y.min()} to {y.max()} in {config.dataset}"
+            )
+    return tuple(pipeline.labeled(x, y) for x, y in zip((x_train, x_val, x_test), labels))
 
 
 def learning_rate(config, num_train):
@@ -70,10 +94,9 @@ def train(config, splits=None, verbose="auto", strategy=None):
     os.makedirs(config.run_dir, exist_ok=True)
     if chief:
         _check_or_write_config(config)
-    splits = splits if splits is not None else load_dataset(config.dataset, config.data_dir)
-    x_train = splits.x_train[: config.train_limit]
-    x_val = pipeline.prepare_eval(splits.x_val, config.binarize)
-    x_test = pipeline.prepare_eval(splits.x_test, config.binarize)
+    if splits is None:
+        splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
+    x_train, x_val, x_test = model_inputs(config, splits)
 
     keras.utils.set_random_seed(config.seed)  # weight initialisation
     state = load_state(config.run_dir)
@@ -126,7 +149,8 @@ def train(config, splits=None, verbose="auto", strategy=None):
         return TrainResult(model, checkpoint.rows, test_metrics, done)
     with open(os.path.join(config.run_dir, METRICS_FILE), "w") as f:
         json.dump(test_metrics, f, indent=2)
-    figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, config.run_dir, config.seed, config.dataset)
+    figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, config.run_dir, config.seed, config.dataset,
+                      splits.class_names)
     return TrainResult(model, checkpoint.rows, test_metrics, done)
 
 

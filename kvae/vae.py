@@ -10,10 +10,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import losses
+from kvae import conditional, losses
 from kvae.config import LIKELIHOODS
 from kvae.layers import Sampling
-
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -30,10 +29,19 @@ class VAE(keras.Model):
         free_bits: KL floor in nats per latent dimension; 0 disables it.
         gaussian_variance: "learned", or a fixed pixel variance > 0 (gaussian only).
         seed: int or None, seed of the sampling layer's noise.
+        num_classes: None, or C >= 2 for a conditional VAE q(z|x, y), p(x|z, y):
+            then the encoder maps [x, y] and the decoder [z, y], y being
+            float32 one-hot (batch, C), and the model's inputs are the dict
+            {"x": images, "y": labels} (labels: class ids or one-hot rows;
+            see kvae/conditional.py).
 
-    Called on x it returns a dict: "reconstruction" (decoder output),
-    "z_mean", "z_log_var", "z", and per example in nats "reconstruction_nll"
-    (-log p(x|z)) and "kl".
+    Called on x (or {"x", "y"}) it returns a dict: "reconstruction" (decoder
+    output), "z_mean", "z_log_var", "z", and per example in nats
+    "reconstruction_nll" (-log p(x|z)) and "kl".
+
+    Mixed precision: under a "mixed_*" dtype policy the encoder and decoder
+    compute in 16 bits, while the sampling, the KL and the likelihood are
+    computed in float32 (the VAE does not autocast its own inputs or weights).
     """
 
     def __init__(
@@ -45,9 +53,13 @@ class VAE(keras.Model):
         free_bits=0.0,
         gaussian_variance="learned",
         seed=None,
+        num_classes=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        # No autocasting in the VAE's own call: x, the loss terms and the
+        # kl_weight/log_var variables stay float32 under a mixed policy; the
+        # encoder and decoder still cast to their compute dtype themselves.
+        super().__init__(**{**kwargs, "autocast": False})
         if likelihood not in LIKELIHOODS:
             raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}")
         if not beta >= 0:
@@ -67,8 +79,11 @@ class VAE(keras.Model):
         self.free_bits = float(free_bits)
         self.gaussian_variance = gaussian_variance
         self.seed = seed
-        self.latent_dim = check_signatures(encoder, decoder)
-        self.sampling = Sampling(seed=seed, name="sampling")
+        if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 2):
+            raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
+        self.num_classes = num_classes
+        self.latent_dim = check_signatures(encoder, decoder, num_classes)
+        self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")  # z and its noise in float32
         # The KL weight actually applied; a warm-up callback ramps it to `beta`.
         self.kl_weight = self.add_weight(
             shape=(), initializer=keras.initializers.Constant(self.beta), trainable=False, name="kl_weight"
@@ -81,10 +96,11 @@ class VAE(keras.Model):
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
 
-    def call(self, x, training=False):
-        z_mean, z_log_var = self.encoder(x, training=training)
+    def call(self, inputs, training=False):
+        x, y = self.split_inputs(inputs)
+        z_mean, z_log_var = self.run_encoder(x, y, training=training)
         z = self.sampling([z_mean, z_log_var])
-        reconstruction = self.decoder(z, training=training)
+        reconstruction = self.run_decoder(z, y, training=training)
         # Both terms of the objective go through add_loss, so Keras aggregates
         # them (and scales them under tf.distribute) like any other layer loss.
         recon = self.reconstruction_nll(x, reconstruction)
@@ -104,8 +120,31 @@ class VAE(keras.Model):
             "kl": kl,
         }
 
+    def split_inputs(self, inputs):
+        """Model inputs -> (x, y): y is float32 one-hot (batch, C) for a conditional VAE, else None."""
+        if self.num_classes is None:
+            return (inputs["x"] if isinstance(inputs, dict) else inputs), None
+        if not (isinstance(inputs, dict) and {"x", "y"} <= set(inputs)):
+            raise ValueError(
+                f"A conditional VAE (num_classes={self.num_classes}) takes the dict {{'x': images, 'y': labels}}; "
+                "for a tf.data.Dataset of (x, y) pairs use kvae.conditional.with_labels(dataset). "
+                f"Received: {type(inputs).__name__}"
+                + (f" with keys {sorted(inputs)}" if isinstance(inputs, dict) else "")
+            )
+        return inputs["x"], conditional.one_hot(inputs["y"], self.num_classes)
+
+    def run_encoder(self, x, y=None, training=False):
+        """x (batch, *input_shape) [and one-hot y (batch, C)] -> (z_mean, z_log_var), float32 (batch, latent_dim)."""
+        z_mean, z_log_var = self.encoder(x if y is None else [x, y], training=training)
+        return ops.cast(z_mean, "float32"), ops.cast(z_log_var, "float32")
+
+    def run_decoder(self, z, y=None, training=False):
+        """z (batch, latent_dim) [and one-hot y (batch, C)] -> the decoder output in float32 (batch, *input_shape)."""
+        return ops.cast(self.decoder(z if y is None else [z, y], training=training), "float32")
+
     def reconstruction_nll(self, x, reconstruction):
-        """-log p(x|z) per example, (batch,), from the decoder output."""
+        """-log p(x|z) per example, (batch,), from the decoder output; computed in float32."""
+        x, reconstruction = ops.cast(x, "float32"), ops.cast(reconstruction, "float32")
         if self.likelihood == "bernoulli":
             return losses.bernoulli_nll(x, reconstruction)
         return losses.gaussian_nll(x, reconstruction, self.log_var)
@@ -140,35 +179,55 @@ class VAE(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
     # Inference helpers on NumPy arrays. Deterministic unless they say otherwise.
+    # `labels` (conditional VAEs only, required there): an int, n class ids or
+    # (n, C) one-hot rows; see kvae.conditional.one_hot_numpy.
 
-    def encode(self, x, batch_size=512):
+    def encode(self, x, labels=None, batch_size=512):
         """x (n, *input_shape) in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
-        outputs = _batched(self.encoder, x, batch_size)
+        y = self.labels_for(labels, len(x))
+        outputs = _batched(lambda x, y: self.run_encoder(x, y), x, y, batch_size)
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
-    def decode(self, z, batch_size=512):
-        """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z)."""
-        return np.concatenate([self.output_mean(o) for o in _batched(self.decoder, z, batch_size)])
+    def decode(self, z, labels=None, batch_size=512):
+        """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z[, y])."""
+        y = self.labels_for(labels, len(z))
+        outputs = _batched(lambda z, y: self.run_decoder(z, y), z, y, batch_size)
+        return np.concatenate([self.output_mean(o) for o in outputs])
+
+    def labels_for(self, labels, n):
+        """NumPy labels -> float32 one-hot (n, C) for a conditional VAE; None for an unconditional one."""
+        if self.num_classes is None:
+            if labels is not None:
+                raise ValueError(f"This VAE is not conditional (num_classes=None). Received: labels={labels!r}")
+            return None
+        if labels is None:
+            raise ValueError(f"A conditional VAE (num_classes={self.num_classes}) needs `labels`. Received: labels=None")
+        return conditional.one_hot_numpy(labels, self.num_classes, n)
 
     def output_mean(self, reconstruction):
-        """The mean of p(x|z) from a decoder output (sigmoid of Bernoulli logits)."""
+        """The mean of p(x|z) from a decoder output (sigmoid of Bernoulli logits), float32 NumPy."""
+        reconstruction = ops.cast(reconstruction, "float32")
         if self.likelihood == "bernoulli":
             return ops.convert_to_numpy(ops.sigmoid(reconstruction))
         return ops.convert_to_numpy(reconstruction)
 
-    def sample(self, n, seed=None, temperature=1.0):
+    def sample(self, n, seed=None, temperature=1.0, labels=None):
         """n images decoded from z ~ N(0, temperature^2 I), drawn with NumPy's PCG64(seed).
 
         The same seed gives the same z as the onnxruntime runtime in serving/.
+        Conditional VAEs decode each z with its label: an int (one class for
+        all), n labels, or by default 0, 1, ..., C-1, 0, 1, ... (every class in turn).
         """
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"`n` must be a positive int. Received: n={n!r}")
+        if self.num_classes is not None and labels is None:
+            labels = conditional.cycling_labels(n, self.num_classes)
         z = temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim), dtype=np.float32)
-        return self.decode(z)
+        return self.decode(z, labels)
 
-    def reconstruct(self, x):
+    def reconstruct(self, x, labels=None):
         """Decodes the posterior mean: x -> x_mean, deterministic."""
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x, labels)[0], labels)
 
     def get_config(self):
         return {
@@ -180,6 +239,7 @@ class VAE(keras.Model):
             "free_bits": self.free_bits,
             "gaussian_variance": self.gaussian_variance,
             "seed": self.seed,
+            "num_classes": self.num_classes,
         }
 
     @classmethod
@@ -190,35 +250,52 @@ class VAE(keras.Model):
         return cls(encoder, decoder, **config)
 
 
-def check_signatures(encoder, decoder):
-    """Checks encoder x -> [z_mean, z_log_var] and decoder z -> x-shaped output; returns latent_dim."""
+def check_signatures(encoder, decoder, num_classes=None):
+    """Checks the encoder and decoder signatures; returns latent_dim.
+
+    Unconditional: encoder x -> [z_mean, z_log_var], decoder z -> x-shaped output.
+    Conditional (num_classes=C): encoder [x, y] -> [z_mean, z_log_var] and
+    decoder [z, y] -> x-shaped output, with y of shape (C,) (one-hot).
+    Any Keras model with known symbolic inputs fits: functional, Sequential,
+    or a subclassed model wrapped as keras.Model(inputs, subclassed(inputs)).
+    """
 
     def shapes(model, kind):
-        if not isinstance(model, keras.Model) or not model.built or not hasattr(model, "inputs"):
-            raise ValueError(f"`{kind}` must be a built Keras model with known inputs (functional, or called once). Received: {kind}={model!r}")
+        if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
+            raise ValueError(
+                f"`{kind}` must be a built Keras model with symbolic inputs: functional or Sequential "
+                f"(wrap a subclassed model as keras.Model(inputs, model(inputs))). Received: {kind}={model!r}"
+            )
         return [tuple(t.shape[1:]) for t in model.inputs], [tuple(t.shape[1:]) for t in model.outputs]
 
     enc_in, enc_out = shapes(encoder, "encoder")
     dec_in, dec_out = shapes(decoder, "decoder")
-    if len(enc_in) != 1 or len(enc_out) != 2 or enc_out[0] != enc_out[1] or len(enc_out[0]) != 1:
+    labels = [] if num_classes is None else [(num_classes,)]
+    wanted = "x" if num_classes is None else f"[x, y] with y of shape ({num_classes},)"
+    if len(enc_in) != 1 + len(labels) or enc_in[1:] != labels or len(enc_out) != 2 or enc_out[0] != enc_out[1] \
+            or len(enc_out[0]) != 1:
         raise ValueError(
-            "The encoder must map one input x to two outputs [z_mean, z_log_var] of shape (batch, latent_dim). "
+            f"The encoder must map {wanted} to two outputs [z_mean, z_log_var] of shape (batch, latent_dim). "
             f"Received: inputs {enc_in}, outputs {enc_out} (shapes without the batch axis)"
         )
     latent = enc_out[0]
-    if dec_in != [latent] or len(dec_out) != 1 or dec_out[0] != enc_in[0]:
+    if dec_in != [latent, *labels] or len(dec_out) != 1 or dec_out[0] != enc_in[0]:
+        z = f"z of shape {latent}" + ("" if num_classes is None else f" and y of shape ({num_classes},)")
         raise ValueError(
-            f"The decoder must map z of shape {latent} to one output of the input's shape {enc_in[0]}. "
+            f"The decoder must map {z} to one output of the input's shape {enc_in[0]}. "
             f"Received: inputs {dec_in}, outputs {dec_out} (shapes without the batch axis)"
         )
     return int(latent[0])
 
 
-def _batched(model, x, batch_size):
-    """Calls `model` eagerly on slices of x (no tf.function tracing per shape); NumPy out."""
+def _batched(function, x, y, batch_size):
+    """Calls `function(x, y)` eagerly on slices of x and y (y may be None); NumPy out.
+
+    Eager calls: no tf.function tracing per batch shape.
+    """
     x = np.asarray(x, np.float32)
     outs = []
     for i in range(0, len(x), batch_size):
-        out = model(x[i : i + batch_size], training=False)
+        out = function(x[i : i + batch_size], None if y is None else y[i : i + batch_size])
         outs.append([ops.convert_to_numpy(o) for o in out] if isinstance(out, (list, tuple)) else out)
     return outs

@@ -24,6 +24,8 @@ def add_generate_parser(subparsers):
         "--seed", type=int, default=0, help="seed of z ~ N(0, temperature^2 I); the same seed gives the same images"
     )
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior samples")
+    p.add_argument("--label", type=int, default=None,
+                   help="conditional models: the class to generate (default: every class in turn)")
     p.add_argument("--out", default="samples.png", help="PNG file to write")
     p.add_argument("--columns", type=_positive_int, default=None, help="grid columns (default: about sqrt(n))")
     p.add_argument("--threads", type=_positive_int, default=2, help="onnxruntime intra-op threads")
@@ -53,7 +55,7 @@ def generate(args):
 
     try:
         runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
-        save_grid(runtime.sample(args.n, args.seed, args.temperature), args.out, args.columns)
+        save_grid(runtime.sample(args.n, args.seed, args.temperature, args.label), args.out, args.columns)
     except (ServingError, OSError) as e:
         print(f"kvae generate: error: {e}", file=sys.stderr)
         return 2

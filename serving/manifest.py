@@ -16,6 +16,7 @@ ENCODER_INPUT = "x"  # (batch, *input_shape), pixels in [0, 1]
 Z_MEAN, Z_LOG_VAR = "z_mean", "z_log_var"  # (batch, latent_dim)
 DECODER_INPUT = "z"  # (batch, latent_dim)
 X_MEAN, X_LOGITS = "x_mean", "x_logits"  # (batch, *input_shape); x_logits for Bernoulli only
+LABELS = "y"  # conditional models: float32 one-hot (batch, num_classes), an input of both models
 
 REQUIRED_TENSORS = {ENCODER: ([ENCODER_INPUT], [Z_MEAN, Z_LOG_VAR]), DECODER: ([DECODER_INPUT], [X_MEAN])}
 REQUIRED_KEYS = ("format_version", "latent_dim", "input_shape", "models", "files")
@@ -56,7 +57,11 @@ def _check(m):
         raise ArtifactError(f"input_shape must be a list of positive ints, got {shape!r}")
     if not isinstance(m["models"], dict):
         raise ArtifactError("models must map model names to their files and tensors")
+    conditional = "num_classes" in m
+    if conditional and not (_is_int(m["num_classes"]) and m["num_classes"] >= 2):
+        raise ArtifactError(f"num_classes must be an int >= 2, got {m['num_classes']!r}")
     for name, (inputs, outputs) in REQUIRED_TENSORS.items():
+        inputs = inputs + [LABELS] if conditional else inputs
         model = m["models"].get(name)
         if not isinstance(model, dict) or not isinstance(model.get("onnx"), str):
             raise ArtifactError(f"models.{name}.onnx is missing")

@@ -31,6 +31,7 @@ class Runtime:
         self.latent_dim = self.manifest["latent_dim"]
         self.input_shape = tuple(self.manifest["input_shape"])
         self.likelihood = self.manifest.get("likelihood")
+        self.num_classes = self.manifest.get("num_classes")  # None: unconditional
         # model -> {"inputs"/"outputs": {tensor name: manifest entry {name, datatype, shape}}}
         self.models = {
             name: {kind: {t["name"]: t for t in self.manifest["models"][name][kind]} for kind in ("inputs", "outputs")}
@@ -125,34 +126,76 @@ class Runtime:
             raise InputError(f"model {model!r} has no outputs {unknown}; its outputs are {list(spec['outputs'])}.")
         return dict(zip(outputs, self.sessions[model].run(outputs, feed), strict=True))
 
-    # The VAE operations, on NumPy arrays.
+    # The VAE operations, on NumPy arrays. `labels` (conditional models only,
+    # required there): an int for every row, n class ids, or (n, C) one-hot rows.
 
-    def encode(self, x):
+    def encode(self, x, labels=None):
         """x (n, *input_shape) float pixels in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
-        out = self.run(mf.ENCODER, {mf.ENCODER_INPUT: x}, [mf.Z_MEAN, mf.Z_LOG_VAR])
+        inputs = self._with_labels({mf.ENCODER_INPUT: x}, labels, np.shape(x)[:1])
+        out = self.run(mf.ENCODER, inputs, [mf.Z_MEAN, mf.Z_LOG_VAR])
         return out[mf.Z_MEAN], out[mf.Z_LOG_VAR]
 
-    def decode(self, z):
-        """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z)."""
-        return self.run(mf.DECODER, {mf.DECODER_INPUT: z}, [mf.X_MEAN])[mf.X_MEAN]
+    def decode(self, z, labels=None):
+        """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z[, y])."""
+        inputs = self._with_labels({mf.DECODER_INPUT: z}, labels, np.shape(z)[:1])
+        return self.run(mf.DECODER, inputs, [mf.X_MEAN])[mf.X_MEAN]
+
+    def one_hot(self, labels, n):
+        """Labels -> float32 one-hot (n, num_classes): an int, n class ids in [0, C), or (n, C) rows."""
+        c = self.num_classes
+        if c is None:
+            raise InputError(f"this model is not conditional (no num_classes in its manifest); received labels {labels!r}.")
+        try:
+            a = np.asarray(labels)
+        except (ValueError, TypeError):
+            raise InputError("labels are ragged or not numbers.") from None
+        if a.ndim == 0:
+            a = np.full((n,), a)
+        if a.ndim == 2 and a.shape == (n, c) and a.dtype.kind in "iuf":
+            return a.astype(np.float32)
+        if a.ndim != 1 or a.dtype.kind not in "iu" or len(a) != n:
+            raise InputError(
+                f"labels must be an int, {n} class ids (ints in [0, {c})) or [{n}, {c}] one-hot rows; "
+                f"received shape {list(a.shape)} of {a.dtype}."
+            )
+        if len(a) and (a.min() < 0 or a.max() >= c):
+            raise InputError(f"class ids must be in [0, {c}), received {a.min()} to {a.max()}.")
+        return np.eye(c, dtype=np.float32)[a]
+
+    def _with_labels(self, inputs, labels, batch):
+        """Adds the one-hot "y" input for a conditional model (required there; refused otherwise)."""
+        if self.num_classes is None and labels is None:
+            return inputs
+        if labels is None:
+            raise InputError(f"this model is conditional on {self.num_classes} classes: pass labels.")
+        n = batch[0] if batch else 0
+        return {**inputs, mf.LABELS: self.one_hot(labels, n)}
 
     def sample_z(self, n, seed=None, temperature=1.0):
         """z (n, latent_dim) ~ N(0, temperature^2 I), drawn exactly as ARTIFACTS.md (and kvae's VAE.sample) say."""
         n, seed, temperature = _check_sampling(n, seed, temperature)
         return temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim), dtype=np.float32)
 
-    def sample(self, n, seed=None, temperature=1.0):
-        """n images (n, *input_shape) decoded from seeded prior samples; the same seed gives the same images."""
-        return self.decode(self.sample_z(n, seed, temperature))
+    def sample(self, n, seed=None, temperature=1.0, labels=None):
+        """n images (n, *input_shape) decoded from seeded prior samples; the same seed gives the same images.
 
-    def reconstruct(self, x):
+        Conditional models decode with `labels`: an int (one class), n labels,
+        or by default 0, 1, ..., C-1, 0, ... (every class in turn), as kvae's VAE.sample.
+        """
+        z = self.sample_z(n, seed, temperature)
+        if self.num_classes is not None and labels is None:
+            labels = np.arange(len(z)) % self.num_classes
+        return self.decode(z, labels)
+
+    def reconstruct(self, x, labels=None):
         """Decodes the posterior mean: x (n, *input_shape) -> x_mean (n, *input_shape), deterministic."""
-        return self.decode(self.encode(x)[0])
+        return self.decode(self.encode(x, labels)[0], labels)
 
-    def interpolate(self, x_a, x_b, steps=8):
+    def interpolate(self, x_a, x_b, steps=8, labels=None):
         """Images (steps, *input_shape) decoded along the straight line between the posterior means of x_a and x_b.
 
         x_a, x_b: one image each, shaped input_shape or (1, *input_shape). The ends are included.
+        Conditional models: `labels` are the two images' classes; the one-hot label moves along the line too.
         """
         steps = _positive_int(steps, "steps")
         if steps < 2:
@@ -165,9 +208,10 @@ class Runtime:
                     f"interpolate expects one image of shape {list(self.input_shape)} each, "
                     f"received shape {list(x.shape)}."
                 )
-        z_a, z_b = self.encode(np.concatenate(pair))[0]
+        y = None if labels is None else self.one_hot(labels, 2)  # (2, C); a conditional model without labels fails in encode
+        z_a, z_b = self.encode(np.concatenate(pair), y)[0]
         t = np.linspace(0.0, 1.0, steps, dtype=np.float32)[:, None]
-        return self.decode((1 - t) * z_a + t * z_b)
+        return self.decode((1 - t) * z_a + t * z_b, None if y is None else (1 - t) * y[0] + t * y[1])
 
 
 def _positive_int(v, what):

@@ -13,8 +13,12 @@ Routes
     GET  /v2/models/{encoder|decoder}[/versions/1]          model metadata
     GET  /v2/models/{encoder|decoder}[/versions/1]/ready
     POST /v2/models/{encoder|decoder}[/versions/1]/infer    JSON tensors, or binary tensor data
-    POST /v1/generate     {"n", "seed", "temperature", "format"} -> PNG grid, or JSON images
-    POST /v1/reconstruct  JSON {"images": [...], "format"} or an image file body -> PNG grid, or JSON images
+    POST /v1/generate     {"n", "seed", "temperature", "format"[, "label" | "labels"]} -> PNG grid, or JSON images
+    POST /v1/reconstruct  JSON {"images": [...], "format"[, "labels"]} or an image file body (?label=k)
+                          -> PNG grid, or JSON images
+Conditional models (num_classes in the manifest) take labels: "label": k for
+every image, or "labels": one class id per image; /v1/generate without them
+draws the classes in turn. OIP infer passes the one-hot input y like any input.
 Errors are JSON {"error": "..."} with a 4xx status.
 """
 
@@ -39,7 +43,7 @@ from serving.manifest import MODEL_VERSION
 MAX_BATCH_SIZE = 1024
 MAX_BODY_BYTES = 64 * 2**20  # a full JSON batch of 1024 28x28 images is about 16 MiB
 EXTENSIONS = ["binary_tensor_data"]
-GENERATE_DEFAULTS = {"n": 16, "seed": None, "temperature": 1.0, "format": None}
+GENERATE_DEFAULTS = {"n": 16, "seed": None, "temperature": 1.0, "format": None, "label": None, "labels": None}
 JSON = {"Content-Type": protocol.JSON_TYPE}
 FORM_TYPE = "application/x-www-form-urlencoded"  # what curl -d and urllib send by default
 
@@ -155,23 +159,27 @@ class App:
         if isinstance(n, int) and n > self.max_batch_size:
             raise InputError(f"n must be <= {self.max_batch_size} (the server's --max-batch-size), received {n}.")
         seed = params["seed"] if params["seed"] is not None else secrets.randbelow(2**31)
+        labels = _labels(params)
         with self._compute:
-            x = self.runtime.sample(n, seed, params["temperature"])
-        return self._images(
-            x, headers, params["format"] or query.get("format"), {"seed": seed, "temperature": params["temperature"]}
-        )
+            x = self.runtime.sample(n, seed, params["temperature"], labels)
+        extra = {"seed": seed, "temperature": params["temperature"]}
+        if labels is not None:
+            extra["labels"] = labels
+        return self._images(x, headers, params["format"] or query.get("format"), extra)
 
     def reconstruct(self, headers, body, query):
         media = _content_type(headers, (protocol.JSON_TYPE, FORM_TYPE, "image/*"))
         fmt = query.get("format")
         if media.startswith("image/"):
             x = images.read_image(body, self.runtime.input_shape)
+            labels = _labels({"label": _query_int(query, "label")})
         else:
-            params = _json_params(headers, body, {"images": None, "format": None})
+            params = _json_params(headers, body, {"images": None, "format": None, "label": None, "labels": None})
             fmt = params.get("format") or fmt
             x = self._json_images(params.get("images"))
+            labels = _labels(params)
         with self._compute:
-            x = self.runtime.reconstruct(x)
+            x = self.runtime.reconstruct(x, labels)
         return self._images(x, headers, fmt, {})
 
     def _json_images(self, value):
@@ -206,6 +214,29 @@ class App:
             seed = {"X-Seed": str(extra["seed"])} if "seed" in extra else {}
             return 200, {"Content-Type": "image/png", **seed}, images.grid_png(x)
         raise InputError(f"format must be 'png' or 'json', received {fmt!r}.")
+
+
+def _labels(params):
+    """"label": k or "labels": [...] of a request -> what Runtime takes (None: neither was sent)."""
+    label, labels = params.get("label"), params.get("labels")
+    if label is not None and labels is not None:
+        raise InputError("send 'label' (one class for every image) or 'labels' (one per image), not both.")
+    if label is not None and not (isinstance(label, int) and not isinstance(label, bool)):
+        raise InputError(f"'label' must be an int class id, received {label!r}.")
+    if labels is not None and not (
+        isinstance(labels, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in labels)
+    ):
+        raise InputError("'labels' must be a list of int class ids, one per image.")
+    return label if label is not None else labels
+
+
+def _query_int(query, name):
+    if name not in query:
+        return None
+    try:
+        return int(query[name])
+    except ValueError:
+        raise InputError(f"?{name}= must be an int, received {query[name]!r}.") from None
 
 
 def _json(value, status=200):

@@ -1,6 +1,7 @@
-"""Data for kvae: sources (IDX files, tensorflow-datasets, arrays) and tf.data pipelines."""
+"""Data for kvae: sources (IDX files, tensorflow-datasets, image folders, arrays) and tf.data pipelines."""
 
+from kvae.data.folders import load_image_folder
 from kvae.data.idx import DataError, read_idx
 from kvae.data.sources import Splits, check_images, from_arrays, load_dataset
 
-__all__ = ["DataError", "Splits", "check_images", "from_arrays", "load_dataset", "read_idx"]
+__all__ = ["DataError", "Splits", "check_images", "from_arrays", "load_dataset", "load_image_folder", "read_idx"]

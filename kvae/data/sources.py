@@ -1,8 +1,9 @@
-"""Where images come from: local IDX files, tensorflow-datasets, or arrays.
+"""Where images come from: local IDX files, tensorflow-datasets, image folders, or arrays.
 
 Every source returns `Splits` of uint8 images shaped (n, height, width,
 channels) and integer labels. Fashion-MNIST is read from local files first so
-that nothing needs the network; other names go through tensorflow-datasets.
+that nothing needs the network; "folder:PATH" reads image files
+(kvae/data/folders.py); other names go through tensorflow-datasets.
 """
 
 import dataclasses
@@ -20,6 +21,7 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte.gz",
     "test_labels": "t10k-labels-idx1-ubyte.gz",
 }
+FOLDER_PREFIX = "folder:"  # load_dataset("folder:PATH") reads image files
 VALIDATION_SIZE = 10_000  # 50k train / 10k validation, as in the literature
 FETCH_HINT = (
     "Get the four Fashion-MNIST IDX files with `apt-get install -y dataset-fashion-mnist` "
@@ -36,6 +38,7 @@ class Splits:
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
+    class_names: tuple | None = None  # names of the labels 0..C-1, when the source has them
 
     @property
     def input_shape(self):
@@ -107,26 +110,49 @@ def read_fashion_mnist_dir(data_dir):
 
 
 def load_tfds(name, data_dir=None):
-    """Loads an image dataset through tensorflow-datasets (downloads if needed)."""
+    """Loads an image dataset through tensorflow-datasets (downloads if needed).
+
+    Supervised datasets (CIFAR-10, MNIST, ...) give (image, label) pairs;
+    others (CelebA) give their "image" feature, with all labels 0.
+    """
     import tensorflow_datasets as tfds
 
     print(f"Loading {name!r} through tensorflow-datasets (this downloads it the first time).")
-    (train, test) = tfds.as_numpy(
-        tfds.load(name, split=["train", "test"], batch_size=-1, as_supervised=True, data_dir=data_dir)
-    )
-    return from_arrays(train[0], test[0], train[1], test[1])
+    supervised = tfds.builder(name, data_dir=data_dir).info.supervised_keys is not None
+    train, test = tfds.load(name, split=["train", "test"], as_supervised=supervised, data_dir=data_dir)
+    (x_train, y_train), (x_test, y_test) = (_tfds_arrays(split, supervised) for split in (train, test))
+    return from_arrays(x_train, x_test, y_train, y_test)
 
 
-def load_dataset(name="fashion_mnist", data_dir=None):
+def _tfds_arrays(dataset, supervised):
+    """A tfds split -> uint8 images (n, h, w, c) and int64 labels (n,), read in batches."""
+    images, labels = [], []
+    for element in dataset.batch(1024).as_numpy_iterator():
+        x, y = element if supervised else (element["image"], np.zeros(len(element["image"]), np.int64))
+        images.append(x)
+        labels.append(np.asarray(y, np.int64))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_dataset(name="fashion_mnist", data_dir=None, image_size=None, color_mode=None):
     """Returns `Splits` for a dataset name.
 
     Fashion-MNIST: the IDX files in `data_dir`, $KVAE_DATA_DIR or Debian's folder;
     if none of those holds any of the files, tensorflow-datasets. A folder that
     holds some files but not all, or a bad file, is an error, not a fallback.
-    Any other name goes to tensorflow-datasets.
+    "folder:PATH": the image files under PATH (see kvae.data.folders).
+    Any other name goes to tensorflow-datasets. `image_size` (height, width)
+    resizes and `color_mode` ("grayscale", "rgb", "rgba") converts any source.
     """
-    if name != "fashion_mnist":
-        return load_tfds(name)
+    if name.startswith(FOLDER_PREFIX):
+        from kvae.data.folders import load_image_folder
+
+        return load_image_folder(name[len(FOLDER_PREFIX) :], image_size, color_mode)
+    splits = load_tfds(name) if name != "fashion_mnist" else _load_fashion_mnist(data_dir)
+    return _convert(splits, image_size, color_mode)
+
+
+def _load_fashion_mnist(data_dir):
     folder = resolve_data_dir(data_dir)
     present = [f for f in IDX_FILES.values() if os.path.exists(os.path.join(folder, f))]
     if present:
@@ -134,3 +160,44 @@ def load_dataset(name="fashion_mnist", data_dir=None):
     if data_dir or os.environ.get(DATA_DIR_ENV):
         raise DataError(f"No Fashion-MNIST IDX files in {folder}. {FETCH_HINT}")
     return load_tfds("fashion_mnist")
+
+
+def _convert(splits, image_size, color_mode):
+    """Splits with every image resized to image_size and converted to color_mode (None: as they are)."""
+    if image_size is None and color_mode is None:
+        return splits
+    fields = {}
+    for f in ("x_train", "x_val", "x_test"):
+        fields[f] = convert_images(getattr(splits, f), image_size, color_mode)
+    return dataclasses.replace(splits, **fields)
+
+
+def convert_images(x_uint8, image_size=None, color_mode=None):
+    """uint8 (n, h, w, c) -> uint8 (n, *image_size, channels of color_mode), resized with antialiasing."""
+    import tensorflow as tf
+
+    channels = {None: x_uint8.shape[-1], "grayscale": 1, "rgb": 3, "rgba": 4}
+    if color_mode not in channels:
+        raise DataError(f"`color_mode` must be grayscale, rgb or rgba. Received: color_mode={color_mode!r}")
+    out = []
+    for start in range(0, len(x_uint8), 4096):  # bounded memory: floats for a few thousand images at a time
+        x = tf.cast(x_uint8[start : start + 4096], tf.float32)
+        if image_size is not None and tuple(x.shape[1:3]) != tuple(image_size):
+            x = tf.image.resize(x, tuple(image_size), antialias=True)
+        x = _to_channels(x, channels[color_mode])
+        out.append(np.clip(np.round(x.numpy()), 0, 255).astype(np.uint8))
+    return np.concatenate(out)
+
+
+def _to_channels(x, channels):
+    """float pixels (n, h, w, c) -> (n, h, w, channels): grey <-> RGB(A), alpha opaque."""
+    import tensorflow as tf
+
+    have = x.shape[-1]
+    if have == channels:
+        return x
+    grey = x[..., :1] if have == 1 else tf.image.rgb_to_grayscale(x[..., :3])
+    if channels == 1:
+        return grey
+    rgb = x[..., :3] if have >= 3 else tf.repeat(grey, 3, axis=-1)
+    return rgb if channels == 3 else tf.concat([rgb, tf.fill(tf.shape(grey), 255.0)], axis=-1)
