@@ -46,9 +46,11 @@ def load_image_folder(path, image_size=None, color_mode=None, validation_fractio
         raise DataError(f"`color_mode` must be one of {COLOR_MODES}. Received: color_mode={color_mode!r}")
     first = _first_image(path)
     if image_size is None or color_mode is None:
-        picture = keras.utils.load_img(first)
-        image_size = image_size or (picture.height, picture.width)
-        color_mode = color_mode or ("grayscale" if picture.mode in GREY_MODES else "rgb")
+        from PIL import Image  # what keras.utils reads images with; it converts modes, so open the file itself
+
+        with Image.open(first) as picture:
+            image_size = image_size or (picture.height, picture.width)
+            color_mode = color_mode or ("grayscale" if picture.mode in GREY_MODES else "rgb")
     if len(image_size) != 2 or min(image_size) < 1:
         raise DataError(f"`image_size` must be (height, width), both >= 1. Received: image_size={image_size!r}")
     by_class = any(os.path.isdir(os.path.join(path, name)) for name in os.listdir(path))

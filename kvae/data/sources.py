@@ -121,7 +121,8 @@ def load_tfds(name, data_dir=None):
     supervised = tfds.builder(name, data_dir=data_dir).info.supervised_keys is not None
     train, test = tfds.load(name, split=["train", "test"], as_supervised=supervised, data_dir=data_dir)
     (x_train, y_train), (x_test, y_test) = (_tfds_arrays(split, supervised) for split in (train, test))
-    return from_arrays(x_train, x_test, y_train, y_test)
+    # 10,000 validation images as for Fashion-MNIST, fewer for small datasets.
+    return from_arrays(x_train, x_test, y_train, y_test, validation_size=min(VALIDATION_SIZE, len(x_train) // 6))
 
 
 def _tfds_arrays(dataset, supervised):
