@@ -30,8 +30,9 @@ def policy_scope(name):
 
 
 def is_float32(model):
-    """True if every layer of `model` (recursively) computes in float32."""
-    return all(layer.compute_dtype == "float32" for layer in model._flatten_layers(include_self=True))
+    """True if `model` and every layer in it (recursively, through nested models) compute in float32."""
+    # Model.layers lists direct sublayers: a VAE's encoder, decoder and sampling layer, a functional model's layers.
+    return model.compute_dtype == "float32" and all(is_float32(layer) for layer in getattr(model, "layers", []))
 
 
 def float32_twin(model):

@@ -299,3 +299,20 @@ def test_unconditional_runtime_refuses_labels(serving_runtime):
     with pytest.raises(InputError, match="not conditional"):
         serving_runtime.sample(2, labels=1)
 
+
+
+@pytest.mark.slow
+def test_example_script_runs_and_reports(tmp_path):
+    """examples/conditional_fashion_mnist.py --quick: the whole pipeline on 2,000 images (numbers not judged)."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "conditional_fashion_mnist.py")
+    spec = importlib.util.spec_from_file_location("conditional_fashion_mnist", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--out", str(tmp_path), "--quick"]) == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert 0 <= report["conditional_sample_accuracy"] <= 1 and report["classifier_test_accuracy"] > 0.3
+    assert np.asarray(report["confusion"]).sum() == 10 * 20
+    assert (tmp_path / "onnx_class_samples.png").stat().st_size > 0
+    assert (tmp_path / "run" / "class_samples.png").stat().st_size > 0
