@@ -22,12 +22,12 @@ def load_run(run_dir):
 
 def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1):
     """Evaluates a run on its test set (binarized once if Bernoulli) and writes evaluation.json."""
-    from kvae.data import load_dataset, pipeline
+    from kvae.data import load_dataset, protocol  # NumPy only: evaluation runs on any Keras backend
     from kvae.evaluate import evaluate
 
     config, model = load_run(run_dir)
     splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
-    x = pipeline.prepare_eval(splits.x_test[:limit], config.binarize)
+    x = protocol.prepare_eval(splits.x_test[:limit], config.binarize)
     result = evaluate(model, x, splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
     with open(os.path.join(run_dir, EVALUATION_FILE), "w") as f:
         json.dump(result, f, indent=2)

@@ -12,14 +12,7 @@ model, whose "x" is transformed and whose "y" passes through unchanged.
 import numpy as np
 import tensorflow as tf
 
-TEST_BINARIZATION_SEED = 0  # the protocol's fixed seed for validation/test sets
-
-
-def binarize_once(x_uint8, seed=TEST_BINARIZATION_SEED):
-    """Binarizes images once, reproducibly: float32 in {0, 1}, same shape."""
-    rng = np.random.default_rng(seed)
-    p = x_uint8.astype(np.float32) / 255.0
-    return (rng.random(p.shape, dtype=np.float32) < p).astype(np.float32)
+from kvae.data.protocol import TEST_BINARIZATION_SEED, binarize_once, prepare_eval  # noqa: F401 (re-exported)
 
 
 def labeled(x, y):
@@ -54,11 +47,6 @@ def train_dataset(x_uint8, batch_size, binarize, seed, shuffle=True):
 def eval_dataset(x, batch_size):
     """Batches of an already-prepared float32 array, in order."""
     return _examples(x).batch(batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def prepare_eval(x_uint8, binarize):
-    """The fixed evaluation view of a split: binarized once, or scaled to [0, 1]."""
-    return binarize_once(x_uint8) if binarize else x_uint8.astype(np.float32) / 255.0
 
 
 def _examples(x):
