@@ -9,8 +9,8 @@ the Fréchet distance to the test images in a classifier's feature space.
 
 import keras
 import numpy as np
+from scipy import ndimage
 
-from experiments.frechet import frechet_from_features
 from kvae import VAE, Autoencoder, architectures
 from kvae.data import pipeline
 
@@ -55,33 +55,43 @@ def code_diagnostics(codes, seed):
     }
 
 
-def run(splits, featurenet, n_samples, latent_dim, epochs, seed, verbose=0):
-    """Trains both models, draws n_samples from each way of sampling, and scores them.
+def active_units(z_mean, threshold=0.01):
+    """Latent dimensions whose posterior mean varies over the data (Burda et al., 2015)."""
+    return int(np.sum(np.var(z_mean, axis=0) > threshold))
 
-    Returns (results dict, {name: (n, 28, 28, 1) samples}, vae); the VAE is reused by the RBM comparison.
+
+def run(splits, scorer, n_samples, latent_dim, epochs, seed, verbose=0):
+    """Trains both models, draws n_samples each way, scores them with `scorer` (scoring.Scorer).
+
+    Also scores three degraded copies of the test images themselves (blurred, and each model's
+    reconstructions), which say how much of a distance blur alone accounts for.
+    Returns (results dict, {name: (n, 28, 28, 1) images}, vae); the VAE is reused by the RBM comparison.
     """
     ae = train_autoencoder(splits.x_train, latent_dim, epochs, seed, verbose=verbose)
     vae = train_vae(splits.x_train, latent_dim, epochs, seed + 1, verbose=verbose)
-    train_codes = ae.encode(splits.x_train / 255.0)
+    x_train, x_test = splits.x_train / 255.0, splits.x_test[:n_samples] / 255.0
+    train_codes = ae.encode(x_train)
     normal = np.random.default_rng(seed + 2).standard_normal((n_samples, latent_dim), dtype=np.float32)
     samples = {
-        "test images": splits.x_test[:n_samples] / 255.0,
+        "test images": x_test,
         "VAE, z ~ N(0, I)": vae.sample(n_samples, seed=seed + 3),
         "autoencoder, z ~ N(0, I)": ae.decode(normal),
         "autoencoder, z ~ N(mean, cov) of its codes": ae.decode(fitted_gaussian_codes(train_codes, n_samples, seed + 4)),
     }
-    reference = featurenet.features(splits.x_test[:n_samples] / 255.0)
-    floor = frechet_from_features(featurenet.features(splits.x_train[:n_samples] / 255.0), reference)
-    scores = {"training images (floor)": floor}
-    for name, images in samples.items():
-        if name != "test images":
-            scores[name] = frechet_from_features(featurenet.features(images), reference)
+    references = {
+        "training images (floor)": splits.x_train[:n_samples] / 255.0,
+        "test images, Gaussian blur sigma = 1 pixel": ndimage.gaussian_filter(x_test, sigma=(0, 1, 1, 0)),
+        "VAE reconstructions of the test images": vae.reconstruct(x_test),
+        "autoencoder reconstructions of the test images": ae.reconstruct(x_test),
+    }
+    scores = {name: scorer.score(images) for name, images in samples.items() if name != "test images"}
     results = {
         "n_samples": n_samples,
         "latent_dim": latent_dim,
         "epochs": epochs,
         "frechet": scores,
+        "frechet_references": {name: scorer.score(images) for name, images in references.items()},
         "autoencoder_codes": code_diagnostics(train_codes, seed + 5),
-        "autoencoder_test_mse": float(np.mean(np.sum((ae.reconstruct(splits.x_test / 255.0) - splits.x_test / 255.0) ** 2, axis=(1, 2, 3)))),
+        "vae_active_units": active_units(vae.encode(x_train)[0]),
     }
     return results, samples, vae

@@ -17,7 +17,6 @@ import numpy as np
 from sklearn.neural_network import BernoulliRBM
 from threadpoolctl import threadpool_limits
 
-from experiments.frechet import frechet_from_features
 from kvae.data import pipeline
 
 
@@ -62,26 +61,24 @@ def gibbs_chains(rbm, n, steps, seed, image_shape=(28, 28, 1)):
     return out
 
 
-def run(splits, featurenet, vae, n_samples, n_components, epochs, steps, seed):
+def run(splits, scorer, vae, n_samples, n_components, epochs, steps, seed):
     """Returns (results dict, {name: images} for the figure). `vae` is experiment 1's Bernoulli VAE."""
     start = time.perf_counter()
     rbm = train_rbm(splits.x_train, n_components, epochs, seed)
     train_seconds = time.perf_counter() - start
-    reference = featurenet.features(splits.x_test[:n_samples] / 255.0)
     rows, images = [], {}
     for k, (x, seconds) in gibbs_chains(rbm, n_samples, steps, seed + 1).items():
         name = f"RBM, {k} Gibbs step{'s' if k > 1 else ''}"
-        rows.append(_row(name, featurenet, x, reference, seconds, n_samples))
+        rows.append(_row(name, scorer, x, seconds, n_samples))
         images[name] = x
     start = time.perf_counter()
     x = vae.sample(n_samples, seed=seed + 2)
-    rows.append(_row("VAE, one decoder pass", featurenet, x, reference, time.perf_counter() - start, n_samples))
+    rows.append(_row("VAE, one decoder pass", scorer, x, time.perf_counter() - start, n_samples))
     images["VAE, one decoder pass"] = x
     results = {"n_samples": n_samples, "n_components": n_components, "epochs": epochs,
                "train_seconds": train_seconds, "rows": rows}
     return results, images
 
 
-def _row(name, featurenet, x, reference, seconds, n):
-    return {"sampler": name, "frechet": frechet_from_features(featurenet.features(x), reference),
-            "seconds_per_1000": seconds * 1000.0 / n}
+def _row(name, scorer, x, seconds, n):
+    return {"sampler": name, "frechet": scorer.score(x), "seconds_per_1000": seconds * 1000.0 / n}

@@ -6,6 +6,7 @@ import os
 import time
 
 from experiments import classifier, figures, generation, rbm, report, ring
+from experiments.scoring import Scorer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +46,16 @@ def run_all(splits, out_dir, quick, seed, verbose=0, log=print):
     stage.last = start
     net = classifier.train_classifier(splits.x_train, splits.y_train, splits.x_test, splits.y_test,
                                       sizes.classifier_epochs, seed, verbose=verbose)
+    scorer = Scorer(net, splits.x_test[: sizes.n_samples], seed + 1)
     stage("classifier")
-    gen, gen_images, vae = generation.run(splits, net, sizes.n_samples, sizes.latent_dim, sizes.epochs, seed + 10, verbose=verbose)
+    gen, gen_images, vae = generation.run(splits, scorer, sizes.n_samples, sizes.latent_dim, sizes.epochs, seed + 10, verbose=verbose)
     figures.save_grids(gen_images, os.path.join(out_dir, "generation.png"))
     stage("generation")
     ring_results, points = ring.run(sizes.ring_train, sizes.ring_samples, sizes.ring_epochs, seed + 20,
                                      batch_size=sizes.ring_batch, verbose=verbose)
     figures.save_ring(points["data"], points["samples"], os.path.join(out_dir, "ring.png"))
     stage("ring")
-    rbm_results, rbm_images = rbm.run(splits, net, vae, sizes.n_samples, sizes.rbm_components, sizes.rbm_epochs,
+    rbm_results, rbm_images = rbm.run(splits, scorer, vae, sizes.n_samples, sizes.rbm_components, sizes.rbm_epochs,
                                       sizes.gibbs_steps, seed + 30)
     figures.save_grids(rbm_images, os.path.join(out_dir, "rbm.png"))
     stage("rbm")
