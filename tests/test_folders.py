@@ -125,9 +125,9 @@ def test_rgb_arrays_train_and_export_in_python(splits, tmp_path):
     from kvae import VAE, architectures
     from kvae.data import from_arrays, pipeline
 
-    tint = np.random.default_rng(1).uniform(0.3, 1.0, (1200, 1, 1, 3))
-    rgb = np.round(splits.x_test[:1200] * tint).astype(np.uint8)  # (1200, 28, 28, 3)
-    data = from_arrays(rgb[:1000], rgb[1000:], validation_size=100)
+    tint = np.random.default_rng(1).uniform(0.3, 1.0, (700, 1, 1, 3))
+    rgb = np.round(splits.x_test[:700] * tint).astype(np.uint8)  # (700, 28, 28, 3)
+    data = from_arrays(rgb[:600], rgb[600:], validation_size=100)
     encoder, decoder = architectures.build("conv", data.input_shape, 4, output_activation="sigmoid")
     model = VAE(encoder, decoder, likelihood="gaussian", seed=0)
     model.compile(optimizer=keras.optimizers.Adam(1e-3))

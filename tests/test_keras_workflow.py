@@ -148,10 +148,10 @@ def test_early_stopping_on_a_conditional_vae_with_numpy_inputs(splits):
 # Mixed precision
 
 
-@pytest.mark.parametrize("policy, architecture", [("mixed_bfloat16", "conv"), ("mixed_float16", "mlp")])
-def test_mixed_precision_trains_with_float32_loss_terms(policy, architecture, x_small, tmp_path):
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_float32_loss_terms(policy, x_small, tmp_path):
     with policy_scope(policy):
-        model = _vae(architecture=architecture)
+        model = _vae()  # MLP: 16-bit convolutions are slow on CPU; the export test below trains a conv one
     assert keras.config.dtype_policy().name == "float32"  # the scope restored the global policy
     compute = {layer.compute_dtype for layer in model.encoder.layers + model.decoder.layers if layer.weights}
     assert compute == {policy.split("_")[1]}
@@ -161,7 +161,7 @@ def test_mixed_precision_trains_with_float32_loss_terms(policy, architecture, x_
     assert all(loss.dtype == "float32" for loss in model.losses)
     if policy == "mixed_float16":
         assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)  # Keras adds loss scaling
-    history = model.fit(x_small, epochs=2, batch_size=100, verbose=0).history
+    history = model.fit(x_small[:600], epochs=2, batch_size=100, verbose=0).history
     assert all(np.isfinite(history["loss"])) and history["loss"][1] < history["loss"][0]
     assert history["loss"][1] == pytest.approx(history["reconstruction_loss"][1] + history["kl_loss"][1], rel=1e-5)
     model.save(tmp_path / "mixed.keras")
@@ -210,10 +210,12 @@ def test_mixed_bfloat16_exports_float32_graphs(x_small, splits, tmp_path):
 
 def test_train_cli_with_a_dtype_policy(tmp_path, splits):
     from kvae.config import TrainConfig
+    from kvae.data import from_arrays
     from kvae.train import train
 
-    config = TrainConfig(run_dir=str(tmp_path / "run"), train_limit=1000, epochs=1, latent_dim=4, dtype_policy="mixed_bfloat16")
-    result = train(config, splits=splits, verbose=0)
+    small = from_arrays(splits.x_train[:1200], splits.x_test[:500], splits.y_train[:1200], splits.y_test[:500], 200)
+    config = TrainConfig(run_dir=str(tmp_path / "run"), epochs=1, latent_dim=4, dtype_policy="mixed_bfloat16")
+    result = train(config, splits=small, verbose=0)
     assert result.model.encoder.layers[-1].compute_dtype == "bfloat16"
     assert np.isfinite(result.test_metrics["negative_elbo"])
     assert keras.config.dtype_policy().name == "float32"
