@@ -1,41 +1,7 @@
 """`python -m experiments --out DIR [--quick] [--seed N]`: the three experiments and DIR/report.md."""
 
-import argparse
-import os
 import sys
 
+from experiments.cli import main
 
-def add_arguments(p):
-    p.add_argument("--out", required=True, metavar="DIR", help="where report.md, results.json and the figures go")
-    p.add_argument("--quick", action="store_true", help="toy sizes (seconds, for tests), not the measured run")
-    p.add_argument("--seed", type=int, default=0, help="base seed; every model and sampler derives its own from it")
-    p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
-    p.add_argument("--verbose", action="store_true", help="Keras progress lines while training")
-    return p
-
-
-def run(args):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from experiments.run import run_all
-    from kvae.data import load_dataset
-
-    splits = load_dataset("fashion_mnist", data_dir=args.data_dir)
-    run_all(splits, args.out, args.quick, args.seed, verbose=2 if args.verbose else 0)
-    print(f"report: {os.path.join(args.out, 'report.md')}")
-    return 0
-
-
-def add_parser(subparsers):
-    """Registers `experiments` on an argparse subparsers object (e.g. kvae's CLI); returns its parser."""
-    p = add_arguments(subparsers.add_parser("experiments", help="autoencoder vs VAE generation, ring, RBM baseline; writes DIR/report.md"))
-    p.set_defaults(func=run)
-    return p
-
-
-def main(argv=None):
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m experiments", description=__doc__))
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())

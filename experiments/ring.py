@@ -76,6 +76,7 @@ def compare_radii(samples, data):
         "wasserstein": float(stats.wasserstein_distance(r_s, r_d)),
         "radius_mean": float(r_s.mean()),
         "radius_std": float(r_s.std()),
+        "inside_unit_circle": float(np.mean(r_s < 1.0)),  # 0 for the data: ||g(z)|| >= 1
     }
 
 
@@ -94,7 +95,7 @@ def run(n_train, n_samples, epochs, seed, verbose=0, **train_options):
         "n_samples": n_samples,
         "epochs": epochs,
         "learned_sigma": sigma,
-        "data": {"radius_mean": float(d.mean()), "radius_std": float(d.std())},
+        "data": {"radius_mean": float(d.mean()), "radius_std": float(d.std()), "inside_unit_circle": float(np.mean(d < 1.0))},
         "decoder_mean": compare_radii(means, fresh),
         "with_pxz_noise": compare_radii(noisy, fresh),
         "no_decoder_z": compare_radii(normal, fresh),  # N(0, I) itself: what the decoder has to undo
