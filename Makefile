@@ -12,7 +12,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e ".[train,serving,test]"
+	$(BIN)/pip install -e ".[train,serving,test,experiments]"
 	touch $@
 
 # Fashion-MNIST from Debian's package when we are root and it is missing;

@@ -134,6 +134,9 @@ def main(argv=None):
 
     add_generate_parser(sub)
     add_serve_parser(sub)
+    from experiments.cli import add_parser as add_experiments_parser  # light: TensorFlow and scikit-learn load when it runs
+
+    add_experiments_parser(sub)
     args = parser.parse_args(argv)
     return args.func(args)
 
