@@ -1,0 +1,76 @@
+"""FLOP counts of the models and the machine's fp32 matmul peak.
+
+Counts are 2 * multiply-adds of the Dense / Conv2D / Conv2DTranspose layers
+(activations, losses and the optimizer are left out: they are O(parameters)
+or O(activations), well under 1% here). One training step costs about 3x the
+forward pass: the forward pass, then the gradients with respect to the
+activations and to the weights, each a matmul of the same size.
+"""
+
+import math
+import time
+
+TRAIN_FACTOR = 3
+
+
+def layer_macs(layer):
+    """Multiply-adds of one Keras layer per example (0 for layers without weights)."""
+    kind = type(layer).__name__
+    if kind == "Dense":
+        return int(layer.kernel.shape[0]) * int(layer.kernel.shape[1])
+    if kind in ("Conv2D", "Conv2DTranspose"):
+        kh, kw, a, b = (int(d) for d in layer.kernel.shape)
+        if kind == "Conv2D":  # kernel (kh, kw, in, out): one MAC per output position, tap and in/out pair
+            out_h, out_w = (int(d) for d in layer.output.shape[1:3])
+            return out_h * out_w * kh * kw * a * b
+        # Conv2DTranspose kernel (kh, kw, out, in): every input position scatters a kh x kw x out patch
+        in_h, in_w = (int(d) for d in layer.input.shape[1:3])
+        return in_h * in_w * kh * kw * a * b
+    return 0
+
+
+def model_macs(model):
+    """Multiply-adds per example of a functional Keras model (nested models included)."""
+    total = 0
+    for layer in model.layers:
+        if hasattr(layer, "layers") and layer.layers:
+            total += model_macs(layer)
+        else:
+            total += layer_macs(layer)
+    return total
+
+
+def vae_flops(vae):
+    """{"encoder", "decoder", "forward", "train"}: FLOPs per example of a kvae.VAE."""
+    enc, dec = 2 * model_macs(vae.encoder), 2 * model_macs(vae.decoder)
+    return {"encoder": enc, "decoder": dec, "forward": enc + dec, "train": TRAIN_FACTOR * (enc + dec)}
+
+
+def peak_matmul_gflops(n=1024, seconds=3.0, repeats=5):
+    """fp32 GFLOP/s of a TF n x n matmul chain in a tf.function: the best of `repeats` timed bursts.
+
+    The best burst, not the median: the peak is what the cores can do when they
+    are ours, and other jobs on a shared machine only ever lower it.
+    """
+    import tensorflow as tf
+
+    a = tf.random.normal((n, n), seed=1)
+    b = tf.random.normal((n, n), seed=2) / math.sqrt(n)
+
+    @tf.function
+    def chain(a, steps):
+        for _ in tf.range(steps):
+            a = tf.matmul(a, b)
+        return tf.reduce_sum(a)
+
+    chain(a, tf.constant(2)).numpy()  # trace and warm up
+    t = time.perf_counter()
+    chain(a, tf.constant(4)).numpy()
+    per = (time.perf_counter() - t) / 4
+    steps = max(2, int(seconds / repeats / per))
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        chain(a, tf.constant(steps)).numpy()
+        rates.append(2 * n**3 * steps / (time.perf_counter() - t) / 1e9)
+    return {"gflops": max(rates), "gflops_median": sorted(rates)[len(rates) // 2], "bursts": rates, "n": n}

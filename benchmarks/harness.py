@@ -1,0 +1,169 @@
+"""Worker processes, and the alternation that makes every comparison a same-run ratio."""
+
+import json
+import os
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+class Worker:
+    """A benchmarks.worker process; `name` labels it in results and logs."""
+
+    def __init__(self, name, spec, log_dir, env=None):
+        self.name = name
+        self.log_path = os.path.join(log_dir, f"{name}.log")
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.worker", json.dumps(spec)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
+            env={**os.environ, **(env or {})},
+        )
+        self.fd = self.proc.stdout.fileno()
+        self.buffer = b""
+        self.selector = selectors.DefaultSelector()
+        self.selector.register(self.fd, selectors.EVENT_READ)
+
+    def send(self, **cmd):
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        self.proc.stdin.flush()
+
+    def expect(self, event, timeout=1800):
+        """Reads messages until one with this event; raises with the log's tail on error or exit."""
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = json.loads(self._line(deadline, event, timeout))
+            if msg.get("event") == "error":
+                raise WorkerError(f"{self.name}: {msg['message']}. {self._tail()}")
+            if msg.get("event") == event:
+                return msg
+
+    def _line(self, deadline, event, timeout):
+        # Our own buffer over the raw pipe: a buffered readline could swallow a
+        # second message that select() would then never announce.
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.selector.select(timeout=left):
+                raise WorkerError(f"{self.name}: no {event!r} within {timeout:.0f} s. {self._tail()}")
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                raise WorkerError(f"{self.name} exited (code {self.proc.wait()}). {self._tail()}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        return line
+
+    def run_epoch(self):
+        """One timed epoch; returns its report once the worker is idle again."""
+        self.send(cmd="go")
+        report = self.expect("epoch")
+        self.expect("ready")
+        return report
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.send(cmd="stop")
+                self.proc.wait(timeout=30)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                self.proc.kill()  # this worker only, by its own handle
+                self.proc.wait()
+        self.log.close()
+
+    def _tail(self, n=3000):
+        self.log.flush()
+        with open(self.log_path) as f:
+            return f"Log {self.log_path}:\n" + f.read()[-n:]
+
+
+def start_all(specs, log_dir, timeout=600):
+    """Starts the workers together (imports overlap), then waits until each is ready."""
+    workers = [Worker(name, spec, log_dir, env=spec.get("env")) for name, spec in specs.items()]
+    try:
+        for w in workers:
+            w.expect("ready", timeout)
+    except BaseException:
+        close_all(workers)
+        raise
+    return workers
+
+
+def close_all(workers):
+    for w in workers:
+        w.close()
+
+
+def alternate(workers, warmup, rounds, progress=None):
+    """Warm-up epochs, then `rounds` rounds of one epoch per worker, order rotated each round.
+
+    Returns {name: [report of each measured epoch]}, each report with its round.
+    """
+    progress = progress or (lambda msg: print(msg, flush=True))
+    for i in range(warmup):
+        for w in workers:
+            r = w.run_epoch()
+            progress(f"  warm-up {i + 1}/{warmup} {w.name}: {r['samples'] / r['train_s']:,.0f} samples/s")
+    reports = {w.name: [] for w in workers}
+    for k in range(rounds):
+        order = workers[k % len(workers):] + workers[: k % len(workers)]
+        for w in order:
+            r = w.run_epoch()
+            r["round"] = k
+            reports[w.name].append(r)
+        line = ", ".join(f"{w.name} {reports[w.name][-1]['samples'] / reports[w.name][-1]['train_s']:,.0f}" for w in workers)
+        progress(f"  round {k + 1}/{rounds}: {line} samples/s (load {os.getloadavg()[0]:.1f})")
+    return reports
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def throughput_summary(reports, reference=None):
+    """Per contender: median samples/s (wall and per CPU-second), and per-round ratios to each other contender."""
+    out = {}
+    for name, rs in reports.items():
+        rates = [r["samples"] / r["train_s"] for r in rs]
+        out[name] = {
+            "samples_per_s": median(rates),
+            "samples_per_s_all": rates,
+            "samples_per_cpu_s": median([r["samples"] / r["train_cpu_s"] for r in rs]),
+            "cores_used": median([r["train_cpu_s"] / r["train_s"] for r in rs]),
+            "others_cores": median([r.get("others_cores") for r in rs]),
+            "epoch_s": median([r["epoch_s"] for r in rs]),
+            "samples_per_s_full_epoch": median([r["samples"] / r["epoch_s"] for r in rs]),
+            "loadavg": median([r["loadavg"] for r in rs]),
+        }
+    names = list(reports)
+    for a in names:
+        ratios = {}
+        for b in names:
+            if a == b:
+                continue
+            per_round = [
+                (rb["train_s"] / ra["train_s"]) * (ra["samples"] / rb["samples"])
+                for ra, rb in zip(reports[a], reports[b])
+            ]
+            ratios[b] = {"median": median(per_round), "all": per_round}
+        out[a]["ratio_to"] = ratios
+    return out
+
+
+def ratio_to_best(reports, name, others):
+    """Per round: `name`'s samples/s over the best of `others` in that round; median and all."""
+    def rate(r):
+        return r["samples"] / r["train_s"]
+
+    per_round = []
+    for k, mine in enumerate(reports[name]):
+        best = max(rate(reports[o][k]) for o in others if o in reports and k < len(reports[o]))
+        per_round.append(rate(mine) / best)
+    return {"median": median(per_round), "all": per_round, "others": list(others)}

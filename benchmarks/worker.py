@@ -1,0 +1,273 @@
+"""One contender in its own process, driven epoch by epoch by benchmarks.harness.
+
+    python -m benchmarks.worker '{"kind": "kvae", ...}'
+
+Each contender trains in its own process, so no two thread pools share the
+cores and PyTorch never imports TensorFlow. At every epoch boundary the worker
+says {"event": "ready"} and waits: {"cmd": "go"} runs one epoch, timed, and
+answers {"event": "epoch", ...}; {"cmd": "stop"} exits. The orchestrator runs
+one contender at a time, so the others sit idle on a blocking read.
+
+Kinds:
+  kvae           kvae.train.train(config) itself, the function `kvae train`
+                 runs; a callback added to its model.fit call waits and times.
+  keras_example  benchmarks.keras_example fitted on kvae's tf.data pipeline.
+  torch          benchmarks.torch_ref.Trainer.
+  evaluator      {"cmd": "eval", "path": weights.npz} -> IWAE NLL with
+                 kvae.evaluate.evaluate on a kvae model holding those weights.
+
+Messages are JSON lines on the original stdout; anything the libraries print
+goes to stderr (the orchestrator keeps it in a log file).
+"""
+
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+class Channel:
+    def __init__(self):
+        self.out = os.fdopen(os.dup(1), "w", buffering=1)
+        os.dup2(2, 1)  # stray prints from libraries go to stderr, not into the protocol
+
+    def send(self, **msg):
+        self.out.write(json.dumps(msg) + "\n")
+        self.out.flush()
+
+    def recv(self):
+        line = sys.stdin.readline()
+        if not line:  # the orchestrator is gone
+            os._exit(0)
+        return json.loads(line)
+
+    def wait_for_go(self, epoch):
+        """Says ready and blocks; exits on stop. Returns the go message."""
+        self.send(event="ready", epoch=epoch)
+        msg = self.recv()
+        if msg.get("cmd") == "stop":
+            self.send(event="bye")
+            self.out.flush()
+            os._exit(0)
+        return msg
+
+
+def machine_jiffies():
+    """(busy, total) CPU jiffies of the whole machine since boot, from /proc/stat (None elsewhere)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
+
+
+def _rusage():
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return {"major_faults": r.ru_majflt, "voluntary_switches": r.ru_nvcsw, "involuntary_switches": r.ru_nivcsw,
+            "blocks_in": r.ru_inblock, "blocks_out": r.ru_oublock}
+
+
+class Clock:
+    def start(self):
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        self.j0 = machine_jiffies()
+        self.r0 = _rusage()
+        self.train = None
+
+    def lap(self):
+        """Marks the end of the training part of the epoch (before validation)."""
+        if self.train is None:
+            self.train = (time.perf_counter() - self.t0, time.process_time() - self.c0)
+
+    def stop(self):
+        self.lap()
+        epoch_s, epoch_cpu_s = time.perf_counter() - self.t0, time.process_time() - self.c0
+        j1 = machine_jiffies()
+        # Cores busy with anything, this process included, during the epoch.
+        busy = (j1[0] - self.j0[0]) / (j1[1] - self.j0[1]) * (os.cpu_count() or 1) if j1 and self.j0 and j1[1] > self.j0[1] else None
+        return {
+            "train_s": self.train[0], "train_cpu_s": self.train[1], "epoch_s": epoch_s, "epoch_cpu_s": epoch_cpu_s,
+            "loadavg": os.getloadavg()[0], "machine_busy_cores": busy,
+            "others_cores": None if busy is None else max(0.0, busy - epoch_cpu_s / epoch_s),
+            **{k: v - self.r0[k] for k, v in _rusage().items()},
+        }
+
+
+def keras_sync_callback(chan, samples, dump=None):
+    """A Keras callback: wait for go at each epoch start, time the epoch, report it."""
+    import keras
+
+    class Sync(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.clock = Clock()
+
+        def on_epoch_begin(self, epoch, logs=None):
+            chan.wait_for_go(epoch)
+            self.clock.start()
+
+        def on_test_begin(self, logs=None):
+            self.clock.lap()
+
+        def on_epoch_end(self, epoch, logs=None):
+            times = self.clock.stop()
+            loss = float((logs or {}).get("loss", float("nan")))
+            if dump:
+                save_keras_weights(self.model, dump.format(epoch=epoch))
+            chan.send(event="epoch", epoch=epoch, samples=samples, loss=loss, **times)
+
+    return Sync()
+
+
+def save_keras_weights(model, path):
+    import numpy as np
+
+    enc, dec = model.encoder.get_weights(), model.decoder.get_weights()
+    np.savez(path, n_encoder=len(enc), *enc, *dec)
+
+
+def load_npz_weights(path):
+    import numpy as np
+
+    with np.load(path) as f:
+        n = int(f["n_encoder"])
+        arrays = [f[f"arr_{i}"] for i in range(len(f.files) - 1)]
+    return arrays[:n], arrays[n:]
+
+
+def run_kvae(chan, spec):
+    import keras
+
+    from kvae.config import TrainConfig
+    from kvae.data import load_dataset
+    from kvae.train import train
+    from kvae.vae import VAE
+
+    config = TrainConfig(**spec["config"])
+    splits = load_dataset(config.dataset, config.data_dir)
+    samples = len(splits.x_train[: config.train_limit])
+    sync = keras_sync_callback(chan, samples, spec.get("dump"))
+    compile_overrides = spec.get("compile_overrides") or {}
+    fit_overrides = spec.get("fit_overrides") or {}
+    if spec.get("pipeline"):  # tuning experiments only: another train_dataset, same signature
+        import importlib
+
+        from kvae.data import pipeline
+
+        module, name = spec["pipeline"].split(":")
+        pipeline.train_dataset = getattr(importlib.import_module(module), name)
+
+    original_fit, original_compile = keras.Model.fit, keras.Model.compile
+
+    def fit(self, *args, callbacks=None, **kwargs):
+        # The only change to kvae train's call: one more callback, last, so it
+        # times the epoch as every other callback sees it.
+        return original_fit(self, *args, callbacks=[*(callbacks or []), sync], **{**kwargs, **fit_overrides})
+
+    def compile_(self, *args, **kwargs):
+        kwargs = {**kwargs, **compile_overrides}
+        if spec.get("optimizer"):  # tuning experiments only: another optimizer class, same learning rate
+            import importlib
+
+            module, name = spec["optimizer"].split(":")
+            cls = getattr(importlib.import_module(module), name)
+            kwargs["optimizer"] = cls.from_config(kwargs["optimizer"].get_config())
+        return original_compile(self, *args, **kwargs)
+
+    VAE.fit = fit
+    if compile_overrides or spec.get("optimizer"):
+        VAE.compile = compile_
+    train(config, splits=splits, verbose=spec.get("verbose", 2))
+    chan.wait_for_go(config.epochs)  # ran out of epochs: idle until stopped
+
+
+def run_keras_example(chan, spec):
+    import keras
+
+    from benchmarks import keras_example
+    from kvae.data import load_dataset, pipeline
+
+    keras.utils.set_random_seed(spec.get("seed", 0))
+    splits = load_dataset("fashion_mnist")
+    x = splits.x_train[: spec.get("train_limit")]
+    model = keras_example.build(spec["architecture"], spec["latent_dim"])
+    ds = pipeline.train_dataset(x, spec["batch_size"], True, seed=spec.get("seed", 0))
+    sync = keras_sync_callback(chan, len(x), spec.get("dump"))
+    model.fit(ds, epochs=spec.get("epochs", 10_000), callbacks=[sync], verbose=0)
+
+
+def run_torch(chan, spec):
+    import torch
+
+    from benchmarks import fmnist, torch_ref
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    x_train, _ = fmnist.load()
+    x = x_train[: spec.get("train_limit")]
+    trainer = torch_ref.Trainer(spec["architecture"], spec["latent_dim"], x, spec["batch_size"], seed=spec.get("seed", 0))
+    clock = Clock()
+    for epoch in range(spec.get("epochs", 10_000)):
+        chan.wait_for_go(epoch)
+        clock.start()
+        loss = trainer.epoch()
+        times = clock.stop()
+        if spec.get("dump"):
+            import numpy as np
+
+            enc, dec = torch_ref.keras_weights(trainer.model)
+            np.savez(spec["dump"].format(epoch=epoch), n_encoder=len(enc), *enc, *dec)
+        chan.send(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
+    chan.wait_for_go(spec.get("epochs", 10_000))
+
+
+def run_evaluator(chan, spec):
+    from kvae.config import TrainConfig
+    from kvae.data import load_dataset, pipeline
+    from kvae.evaluate import evaluate
+    from kvae.train import build_model
+
+    splits = load_dataset("fashion_mnist")
+    x = pipeline.prepare_eval(splits.x_test[: spec["num_images"]], binarize=True)
+    model = build_model(TrainConfig(architecture=spec["architecture"], latent_dim=spec["latent_dim"]), splits.input_shape)
+    chan.send(event="ready", epoch=None)
+    while True:
+        msg = chan.recv()
+        if msg.get("cmd") == "stop":
+            chan.send(event="bye")
+            os._exit(0)
+        enc, dec = load_npz_weights(msg["path"])
+        model.encoder.set_weights(enc)
+        model.decoder.set_weights(dec)
+        t = time.perf_counter()
+        result = evaluate(model, x, k=int(msg["k"]), seed=0, verbose=0)
+        chan.send(event="eval", nll=result["nll"], nll_stderr=result["nll_stderr"],
+                  negative_elbo=result["negative_elbo"], eval_s=time.perf_counter() - t)
+
+
+KINDS = {"kvae": run_kvae, "keras_example": run_keras_example, "torch": run_torch, "evaluator": run_evaluator}
+
+
+def main():
+    spec = json.loads(sys.argv[1])
+    chan = Channel()
+    try:
+        KINDS[spec["kind"]](chan, spec)
+    except BaseException as e:  # report, then die: the orchestrator shows the log
+        import traceback
+
+        traceback.print_exc()
+        chan.send(event="error", message=f"{type(e).__name__}: {e}")
+        sys.stderr.flush()
+        os._exit(1)
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
