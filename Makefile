@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 FMNIST  = /usr/share/datasets/fashion-mnist
 RUN    ?= runs/demo
 
-.PHONY: install data demo test clean
+.PHONY: install data demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -37,6 +37,10 @@ demo: install data
 
 test: install data
 	$(BIN)/python -m pytest -q
+
+# Speed benchmark (about 20 minutes): BENCHMARKS.md tables and benchmarks/results.json.
+bench: install data
+	$(BIN)/python -m benchmarks.run
 
 clean:
 	rm -rf $(VENV) runs artifacts .pytest_cache

@@ -202,9 +202,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every part, numbers meaningless")
     p.add_argument("--only", default="train,inference,quality", help="comma-separated parts to run")
-    p.add_argument("--results", default=RESULTS)
-    p.add_argument("--markdown", default=MARKDOWN, help="file whose generated section is (re)written")
+    p.add_argument("--results", help=f"JSON output (default {os.path.relpath(RESULTS)}; with --quick, a temp file)")
+    p.add_argument("--markdown", help=f"file whose generated section is (re)written (default "
+                   f"{os.path.relpath(MARKDOWN)}; with --quick, none: the tables are printed)")
     args = p.parse_args(argv)
+    if not args.quick:  # a smoke run never overwrites the real results
+        args.results, args.markdown = args.results or RESULTS, args.markdown or MARKDOWN
+    elif not args.results:
+        args.results = os.path.join(tempfile.gettempdir(), "kvae-bench-quick.json")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
@@ -235,8 +240,9 @@ def main(argv=None):
     results["wall_s"] = time.time() - started
     with open(args.results, "w") as f:
         json.dump(results, f, indent=1)
-    report.update_markdown(args.markdown, report.render(results))
-    progress(f"Wrote {args.results} and {args.markdown}")
+    if args.markdown:
+        report.update_markdown(args.markdown, report.render(results))
+    progress(f"Wrote {args.results}" + (f" and {args.markdown}" if args.markdown else ""))
     print(report.render(results))
     return results
 

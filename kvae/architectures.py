@@ -69,8 +69,11 @@ def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=N
 
 
 def build(architecture, input_shape, latent_dim, output_activation=None, variational=True, dense_units=16,
-          num_classes=None):
-    """Returns (encoder, decoder) of a built-in architecture (`dense_units`: the conv encoder's dense layer).
+          num_classes=None, hidden=(200, 200)):
+    """Returns (encoder, decoder) of a built-in architecture.
+
+    `dense_units`: the conv encoder's dense layer; `hidden`: the MLP encoder's
+    layer sizes, mirrored by the decoder.
 
     With num_classes=C both are conditional on a one-hot label y (batch, C).
     """
@@ -79,8 +82,9 @@ def build(architecture, input_shape, latent_dim, output_activation=None, variati
         raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
     labels = {"num_classes": num_classes}
     if architecture == "mlp":
-        enc = mlp_encoder(input_shape, latent_dim, variational=variational, **labels)
-        dec = mlp_decoder(latent_dim, input_shape, output_activation=output_activation, **labels)
+        hidden = tuple(hidden)
+        enc = mlp_encoder(input_shape, latent_dim, hidden=hidden, variational=variational, **labels)
+        dec = mlp_decoder(latent_dim, input_shape, hidden=hidden[::-1], output_activation=output_activation, **labels)
     elif architecture == "conv":
         enc = conv_encoder(input_shape, latent_dim, dense_units=dense_units, variational=variational, **labels)
         dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation, **labels)

@@ -24,6 +24,8 @@ def _add_train(sub):
     p.add_argument("--architecture", choices=["mlp", "conv"], default=d.architecture)
     p.add_argument("--latent-dim", type=int, default=d.latent_dim)
     p.add_argument("--conv-dense-units", type=int, default=d.conv_dense_units, help="size of the conv encoder's dense layer")
+    p.add_argument("--mlp-hidden-units", type=int, nargs="+", default=d.mlp_hidden_units, metavar="UNITS",
+                   help="the MLP encoder's hidden layer sizes; the decoder mirrors them")
     p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=d.likelihood)
     p.add_argument("--gaussian-variance", default=d.gaussian_variance, help="'learned' or a fixed pixel variance")
     p.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")

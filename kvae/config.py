@@ -32,6 +32,7 @@ class TrainConfig:
     architecture: str = "mlp"
     latent_dim: int = 16
     conv_dense_units: int = 16  # the conv encoder's dense layer (16 as in the keras.io example)
+    mlp_hidden_units: list = dataclasses.field(default_factory=lambda: [200, 200])  # decoder mirrors encoder
     likelihood: str = "bernoulli"
     gaussian_variance: str | float = "learned"
     beta: float = 1.0
@@ -51,11 +52,14 @@ class TrainConfig:
 
     def __post_init__(self):
         if self.image_size is not None:
-            self.image_size = list(self.image_size)  # JSON and argparse give lists; tuples compare unequal
+            self.image_size = list(self.image_size)
+        self.mlp_hidden_units = list(self.mlp_hidden_units)  # JSON and argparse give lists; tuples compare unequal
         checks = [
             (self.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}"),
             (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}"),
             (self.latent_dim >= 1, "latent_dim must be >= 1"),
+            (len(self.mlp_hidden_units) >= 1 and min(self.mlp_hidden_units) >= 1,
+             "mlp_hidden_units must list one or more layer sizes >= 1"),
             (self.epochs >= 1, "epochs must be >= 1"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.learning_rate > 0, "learning_rate must be > 0"),

@@ -38,7 +38,7 @@ def build_model(config, input_shape):
     with policy_scope(config.dtype_policy):
         encoder, decoder = architectures.build(
             config.architecture, input_shape, config.latent_dim, output_activation=output_activation,
-            dense_units=config.conv_dense_units, num_classes=config.num_classes,
+            dense_units=config.conv_dense_units, num_classes=config.num_classes, hidden=config.mlp_hidden_units,
         )
         return VAE(
             encoder,
@@ -103,7 +103,12 @@ def train(config, splits=None, verbose="auto", strategy=None):
     with strategy.scope():  # variables, optimizer state and checkpoints live under the strategy
         if state is None:
             model = build_model(config, splits.input_shape)
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate(config, len(x_train))))
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate(config, len(x_train))),
+                # 20 steps per tf.function call: +30-40% samples/s on CPU (BENCHMARKS.md);
+                # one step under several replicas, where Keras 3's multi-step loop fails multi-worker.
+                steps_per_execution=20 if strategy.num_replicas_in_sync == 1 else 1,
+            )
             done, history = 0, []
         else:
             model = keras.saving.load_model(state["checkpoint_path"])

@@ -115,5 +115,8 @@ def test_kl_warmup_ramps_linearly_to_beta():
 def test_cli_rejects_bad_settings_with_exit_code_2(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "r"), "--latent-dim", "0"]) == 2
     assert "latent_dim must be >= 1" in capsys.readouterr().err
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--mlp-hidden-units", "200", "0"]) == 2
+    assert "mlp_hidden_units must list one or more layer sizes >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
     with pytest.raises(SystemExit):
         main(["train", "--architecture", "rnn"])

@@ -105,6 +105,13 @@ def test_conv_architecture_trains_and_mirrors_shapes(x_small):
     assert model.decode(np.zeros((2, 2))).shape == (2, 28, 28, 1)
 
 
+def test_mlp_hidden_units_set_the_encoder_and_the_mirrored_decoder():
+    encoder, decoder = architectures.build("mlp", (28, 28, 1), 2, hidden=[32, 16])
+    units = lambda m: [layer.units for layer in m.layers if layer.name.startswith("dense_")]  # noqa: E731
+    assert (units(encoder), units(decoder)) == ([32, 16], [16, 32])
+    assert decoder.output_shape == (None, 28, 28, 1)
+
+
 def test_autoencoder_learns_codes_and_round_trips(tmp_path, splits):
     x = splits.x_train[:1000].astype("float32") / 255.0
     encoder, decoder = architectures.build("mlp", (28, 28, 1), 8, output_activation="sigmoid", variational=False)
