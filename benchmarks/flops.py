@@ -74,3 +74,66 @@ def peak_matmul_gflops(n=1024, seconds=3.0, repeats=5):
         chain(a, tf.constant(steps)).numpy()
         rates.append(2 * n**3 * steps / (time.perf_counter() - t) / 1e9)
     return {"gflops": max(rates), "gflops_median": sorted(rates)[len(rates) // 2], "bursts": rates, "n": n}
+
+
+def dense_step_gemms(model, batch):
+    """(m, k, n) of every matmul in one training step of the Dense layers of `model`.
+
+    Per Dense layer of kernel (i, o): the forward x @ W (batch, i)·(i, o), the
+    weight gradient x^T @ dy (i, batch)·(batch, o), and the input gradient
+    dy @ W^T (batch, o)·(o, i), which the encoder's first layer does not need
+    (nothing upstream of it trains).
+    """
+    shapes = []
+    for sub in (model.encoder, model.decoder):
+        dense = [layer for layer in sub.layers if type(layer).__name__ == "Dense"]
+        for j, layer in enumerate(dense):
+            i, o = (int(d) for d in layer.kernel.shape)
+            shapes += [(batch, i, o), (i, batch, o)]
+            if not (sub is model.encoder and j == 0):
+                shapes.append((batch, o, i))
+    return shapes
+
+
+def gemm_floor(shapes, library, steps=200, repeats=5):
+    """Seconds per training step spent in the step's matmuls alone (best of `repeats` bursts).
+
+    library "tensorflow" (one tf.function looping over the matmuls, so no
+    Python between them) or "torch" (the calls from Python, as an eager
+    training loop makes them). The floor a framework's step cannot go under
+    with these kernels: everything else in the step (activations, loss,
+    optimizer, input pipeline, dispatch) comes on top.
+    """
+    if library == "tensorflow":
+        import tensorflow as tf
+
+        pairs = [(tf.random.normal((m, k)), tf.random.normal((k, n))) for m, k, n in shapes]
+
+        @tf.function
+        def run(count):
+            total = tf.constant(0.0)
+            for _ in tf.range(count):
+                for a, b in pairs:
+                    total += tf.matmul(a, b)[0, 0]
+            return total
+
+        def burst(count):
+            run(tf.constant(count)).numpy()
+    else:
+        import torch
+
+        pairs = [(torch.randn(m, k), torch.randn(k, n)) for m, k, n in shapes]
+
+        def burst(count):
+            with torch.no_grad():
+                for _ in range(count):
+                    for a, b in pairs:
+                        torch.mm(a, b)
+
+    burst(5)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        burst(steps)
+        best = min(best, (time.perf_counter() - t) / steps)
+    return best

@@ -22,7 +22,9 @@ TRAIN_NAMES = {
     "kvae_1thread": "kvae train with TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 (not the default)",
 }
 INFER_NAMES = {
-    "onnxruntime": "onnxruntime",
+    "onnxruntime": "onnxruntime (its defaults: a thread per core, spinning)",
+    "onnxruntime_1thread": "onnxruntime, 1 thread",
+    "onnxruntime_serving": "onnxruntime as `kvae serve` sets it (2 threads, no spinning)",
     "tf_saved_model": "SavedModel, signature called in TF",
     "keras_predict": "Keras `predict`",
     "torch": "PyTorch",
@@ -110,7 +112,7 @@ def _inference(inf):
         "### Inference",
         "",
         "Median time per call over alternating blocks of calls; decoder z → x_mean (sigmoid of the logits), "
-        "encoder x → (z_mean, z_log_var). onnxruntime: 1 intra-op thread at batch 1, all cores at batch 1024. "
+        "encoder x → (z_mean, z_log_var). The goals are judged on onnxruntime with its default session options. "
         "`max |Δ|`: largest difference from Keras on the same input (PyTorch's conv model has its own weights: timing only).",
         "",
         "| model | part | contender | batch 1: µs per call | batch 1024: samples/s | max abs diff vs Keras |",
