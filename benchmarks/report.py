@@ -98,6 +98,18 @@ def _training(results, peak):
             f"kvae train ÷ the faster PyTorch configuration of each round: {_goal(best, goal)}.",
             "",
         ]
+        floor = results.get("step_floor")
+        if model == "mlp" and floor:
+            step_ms = {n: 1e3 * t["batch_size"] / s[n]["samples_per_s"] for n in ("kvae", "torch") if n in s}
+            out += [
+                f"Where a step's time goes: its {floor['gemms']} matmuls alone ({floor['flops_per_example'] / 1e6:.2f} "
+                f"MFLOP per example, timed back to back without anything else) take "
+                f"{floor['tensorflow_s'] * 1e3:.2f} ms in TF and {floor['torch_s'] * 1e3:.2f} ms in PyTorch; "
+                f"a median training step (batch {t['batch_size']}) takes "
+                + " and ".join(f"{v:.2f} ms in {TRAIN_NAMES[n].split(' (')[0]}" for n, v in step_ms.items())
+                + ". The rest is activations, loss, optimizer, input pipeline and dispatch.",
+                "",
+            ]
     out += [
         "`cores used`: the contender's CPU time over its wall time; `others`: cores busy with other processes "
         "meanwhile (from /proc/stat). `samples per CPU-second` is what the contender does with the CPU it gets, "

@@ -109,6 +109,20 @@ def model_flops():
     return out
 
 
+def step_floor():
+    """Seconds per MLP training step spent in its matmuls alone, in TF and in PyTorch (benchmarks.flops)."""
+    from benchmarks import flops
+    from kvae.config import TrainConfig
+    from kvae.train import build_model
+
+    m = MODELS["mlp"]
+    vae = build_model(TrainConfig(architecture="mlp", latent_dim=m["latent_dim"]), (28, 28, 1))
+    shapes = flops.dense_step_gemms(vae, m["batch_size"])
+    return {"batch_size": m["batch_size"], "gemms": len(shapes),
+            "flops_per_example": sum(2 * a * b * c for a, b, c in shapes) / m["batch_size"],
+            **{f"{lib}_s": flops.gemm_floor(shapes, lib) for lib in ("tensorflow", "torch")}}
+
+
 def bench_quality(settings, tmp, progress, torch_name="torch_1thread"):
     """Time to quality: alternate epochs of kvae and PyTorch, evaluate each epoch's weights off the clock.
 
@@ -227,6 +241,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="kvae-bench-") as tmp:
         if "train" in parts:
             results["training"] = bench_training(settings, tmp, progress)
+            progress("Matmul floor of an MLP training step")
+            results["step_floor"] = step_floor()
             results["peak"].append(flops.peak_matmul_gflops(seconds=1.0 if args.quick else 3.0))
         if "inference" in parts:
             results["inference"] = bench_inference(settings, tmp, progress)
