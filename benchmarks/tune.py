@@ -1,11 +1,13 @@
 """Tuning experiments: variants of kvae's fit (and the references) alternated in one run.
 
     python -m benchmarks.tune --arch mlp --rounds 5 --torch \
-        --variant 'spe20={"compile_overrides": {"steps_per_execution": 20}}' \
+        --variant 'plain_adam={"optimizer": "keras.optimizers:Adam"}' \
+        --variant 'spe1={"compile_overrides": {"steps_per_execution": 1}}' \
         --variant 'jit={"compile_overrides": {"jit_compile": true}}'
 
 Each variant is a kvae worker (kvae.train.train with the overrides applied to
-its compile / fit calls, or another pipeline); "kvae" (no overrides) is always
+its compile / fit calls, another optimizer class or another
+`train_dataset` as "module:function"); "kvae" (no overrides) is always
 there. Prints medians and per-round ratios to "kvae"; BENCHMARKS.md's tuning
 notes come from runs of this script.
 """

@@ -30,28 +30,17 @@ def train_dataset(x_uint8, batch_size, binarize, seed, shuffle=True):
     Shapes: x_uint8 (n, h, w, c) -> batches (batch_size, h, w, c); the last
     partial batch is kept. x_uint8 may also be a `labeled` dataset.
     """
-    if isinstance(x_uint8, tf.data.Dataset):
-        batches, take = _examples(x_uint8), _identity
-    else:
-        # An array is shuffled and batched as indices, and each batch gathered
-        # in one op: the per-example work of tf.data then moves 8-byte indices
-        # instead of images. Shuffling a range with the same seed and buffer
-        # gives the same order as shuffling the images, so the batches (and
-        # the pixels drawn for them) are the same as before.
-        images = tf.convert_to_tensor(x_uint8)
-        batches, take = tf.data.Dataset.range(len(x_uint8)), _gather_from(images)
+    images = _examples(x_uint8)
     if shuffle:
-        batches = batches.shuffle(len(x_uint8), seed=seed, reshuffle_each_iteration=True)
-    batches = batches.batch(batch_size)
+        images = images.shuffle(len(x_uint8), seed=seed, reshuffle_each_iteration=True)
+    images = images.batch(batch_size)
     if binarize:
         # One stateless seed pair per batch, from a stream that is itself
         # re-drawn each epoch: new pixels every epoch, same pixels every run.
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip(batches, seeds).map(
-            lambda b, s: _binarize_batch(take(b), s), num_parallel_calls=tf.data.AUTOTUNE
-        )
+        ds = tf.data.Dataset.zip(images, seeds).map(_binarize_batch, num_parallel_calls=tf.data.AUTOTUNE)
     else:
-        ds = batches.map(lambda b: _to_unit_float(take(b)), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = images.map(_to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -63,17 +52,6 @@ def eval_dataset(x, batch_size):
 def _examples(x):
     """An image array, or already a dataset of examples -> a tf.data.Dataset of examples."""
     return x if isinstance(x, tf.data.Dataset) else tf.data.Dataset.from_tensor_slices(x)
-
-
-def _identity(batch):
-    return batch
-
-
-def _gather_from(images):
-    def take(indices):
-        return tf.gather(images, indices)
-
-    return take
 
 
 def _on_images(transform):
