@@ -93,6 +93,16 @@ def test_report_rewrites_only_its_own_section(tmp_path):
             "vs_best_torch": {"median": 1.2},
         }},
     }
+    point = lambda epoch, clock, epoch_s, nll: {  # noqa: E731
+        "epoch": epoch, "screen_nll": nll + 0.2, "nll": nll, "nll_stderr": 2.0, "clock_s": clock,
+        "train_clock_s": clock * 0.9, "report": {"epoch_s": epoch_s}}
+    # kvae: 2.0 s epochs, one of them stalled for 10 s; PyTorch: steady 2.5 s epochs.
+    kvae_curve = [point(1, 2.0, 2.0, 250.0), point(2, 14.0, 12.0, 245.0), point(3, 16.0, 2.0, 239.0)]
+    torch_curve = [point(1, 2.5, 2.5, 250.0), point(2, 5.0, 2.5, 245.0), point(3, 7.5, 2.5, 239.5)]
+    results["quality"] = {
+        "settings": {"k": 1000, "num_images": 1000, "threshold": 240.0, "screen_k": 100, "screen_margin": 3.0},
+        "curves": {"kvae": kvae_curve, "torch": torch_curve}, "crossed": {"kvae": kvae_curve[2], "torch": torch_curve[2]},
+        "torch": "torch"}
     path = tmp_path / "BENCHMARKS.md"
     path.write_text("# Benchmarks\n\nintro\n\n## Quality (kvae evaluate)\n\nsomeone else's\n")
     for _ in range(2):
@@ -100,5 +110,6 @@ def test_report_rewrites_only_its_own_section(tmp_path):
     text = path.read_text()
     assert text.count(report.BEGIN) == 1 and "someone else's" in text and "intro" in text
     assert "**1.20×** (goal ≥ 1.2×: met)" in text
+    assert "time to 240 nats: 0.47× as fast (training clocks only: 0.47×; epochs × median epoch: 1.25×)" in text
     assert "take 1.10 ms in TF and 1.50 ms in PyTorch" in text and "8.33 ms in kvae train" in text
     json.dumps(results)
