@@ -13,7 +13,7 @@ DTYPE_POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
 # Documented recipes (`kvae train --preset NAME`); flags given with a preset override it.
 PRESETS = {
     "fashion-mlp": dict(
-        architecture="mlp", latent_dim=50, likelihood="bernoulli", epochs=300, batch_size=100,
+        architecture="mlp", mlp_hidden_units=[500, 500], latent_dim=50, likelihood="bernoulli", epochs=300, batch_size=100,
         learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=10,
     ),
     "fashion-conv": dict(

@@ -15,7 +15,7 @@ from kvae import architectures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
 from kvae.cli import main
 from kvae.config import TrainConfig
-from kvae.train import TrainingDiverged, train
+from kvae.train import TrainingDiverged, build_model, train
 from kvae.vae import VAE
 
 
@@ -120,3 +120,12 @@ def test_cli_rejects_bad_settings_with_exit_code_2(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     with pytest.raises(SystemExit):
         main(["train", "--architecture", "rnn"])
+
+
+def test_presets_are_valid_configs_of_the_documented_models():
+    from kvae.config import PRESETS
+
+    mlp = build_model(TrainConfig(**PRESETS["fashion-mlp"]), (28, 28, 1))
+    assert [layer.units for layer in mlp.encoder.layers if layer.name.startswith("dense_")] == [500, 500]
+    conv = build_model(TrainConfig(**PRESETS["fashion-conv"]), (28, 28, 1))
+    assert conv.encoder.get_layer("dense").units == 512 and conv.latent_dim == 50
