@@ -38,7 +38,7 @@ demo: install data
 test: install data
 	$(BIN)/python -m pytest -q
 
-# Speed benchmark (about 20 minutes): BENCHMARKS.md tables and benchmarks/results.json.
+# Speed benchmark (about 25 minutes): BENCHMARKS.md tables and benchmarks/results.json.
 bench: install data
 	$(BIN)/python -m benchmarks.run
 
