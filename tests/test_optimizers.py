@@ -1,5 +1,8 @@
 """FusedAdam: Keras Adam's math in one kernel per variable."""
 
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -56,3 +59,15 @@ def test_fused_adam_saves_and_resumes(tmp_path, x_small):
     assert type(loaded.optimizer) is FusedAdam and int(loaded.optimizer.iterations) == 4
     loaded.fit(x_small[:100], epochs=1, batch_size=50, verbose=0)
     assert int(loaded.optimizer.iterations) == 6
+
+
+def test_a_kvae_train_checkpoint_loads_in_a_fresh_process_after_import_kvae(tiny_run):
+    run_dir, _ = tiny_run  # trained by kvae.train.train, so its optimizer is FusedAdam
+    code = (
+        "import keras, kvae\n"
+        f"m = keras.saving.load_model({str(run_dir / 'model.keras')!r})\n"
+        "print(type(m.optimizer).__name__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "FusedAdam"
