@@ -109,7 +109,7 @@ def alternate(workers, warmup, rounds, progress=None):
     for i in range(warmup):
         for w in workers:
             r = w.run_epoch()
-            progress(f"  warm-up {i + 1}/{warmup} {w.name}: {r['samples'] / r['train_s']:,.0f} samples/s")
+            progress(f"  warm-up {i + 1}/{warmup} {w.name}: {rate(r):,.0f} samples/s")
     reports = {w.name: [] for w in workers}
     for k in range(rounds):
         order = workers[k % len(workers):] + workers[: k % len(workers)]
@@ -117,9 +117,14 @@ def alternate(workers, warmup, rounds, progress=None):
             r = w.run_epoch()
             r["round"] = k
             reports[w.name].append(r)
-        line = ", ".join(f"{w.name} {reports[w.name][-1]['samples'] / reports[w.name][-1]['train_s']:,.0f}" for w in workers)
+        line = ", ".join(f"{w.name} {rate(reports[w.name][-1]):,.0f}" for w in workers)
         progress(f"  round {k + 1}/{rounds}: {line} samples/s (load {os.getloadavg()[0]:.1f})")
     return reports
+
+
+def rate(report):
+    """Training samples per second of one epoch report."""
+    return report["samples"] / report["train_s"]
 
 
 def median(values):
@@ -127,11 +132,11 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def throughput_summary(reports, reference=None):
+def throughput_summary(reports):
     """Per contender: median samples/s (wall and per CPU-second), and per-round ratios to each other contender."""
     out = {}
     for name, rs in reports.items():
-        rates = [r["samples"] / r["train_s"] for r in rs]
+        rates = [rate(r) for r in rs]
         out[name] = {
             "samples_per_s": median(rates),
             "samples_per_s_all": rates,
@@ -148,10 +153,7 @@ def throughput_summary(reports, reference=None):
         for b in names:
             if a == b:
                 continue
-            per_round = [
-                (rb["train_s"] / ra["train_s"]) * (ra["samples"] / rb["samples"])
-                for ra, rb in zip(reports[a], reports[b])
-            ]
+            per_round = [rate(ra) / rate(rb) for ra, rb in zip(reports[a], reports[b])]
             ratios[b] = {"median": median(per_round), "all": per_round}
         out[a]["ratio_to"] = ratios
     return out
@@ -159,9 +161,6 @@ def throughput_summary(reports, reference=None):
 
 def ratio_to_best(reports, name, others):
     """Per round: `name`'s samples/s over the best of `others` in that round; median and all."""
-    def rate(r):
-        return r["samples"] / r["train_s"]
-
     per_round = []
     for k, mine in enumerate(reports[name]):
         best = max(rate(reports[o][k]) for o in others if o in reports and k < len(reports[o]))

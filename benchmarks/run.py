@@ -76,8 +76,6 @@ def contender_specs(model, tmp, train_limit=None, dump=None):
 
 
 def bench_training(settings, tmp, progress):
-    from benchmarks import flops as flops_mod
-
     out = {}
     for model in ("mlp", "conv"):
         progress(f"Training throughput, {model}")

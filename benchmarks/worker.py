@@ -119,17 +119,17 @@ def keras_sync_callback(chan, samples, dump=None):
             times = self.clock.stop()
             loss = float((logs or {}).get("loss", float("nan")))
             if dump:
-                save_keras_weights(self.model, dump.format(epoch=epoch))
+                save_weights(dump.format(epoch=epoch), self.model.encoder.get_weights(), self.model.decoder.get_weights())
             chan.send(event="epoch", epoch=epoch, samples=samples, loss=loss, **times)
 
     return Sync()
 
 
-def save_keras_weights(model, path):
+def save_weights(path, encoder_weights, decoder_weights):
+    """Keras-layout weight lists to one .npz, read back by load_npz_weights."""
     import numpy as np
 
-    enc, dec = model.encoder.get_weights(), model.decoder.get_weights()
-    np.savez(path, n_encoder=len(enc), *enc, *dec)
+    np.savez(path, *encoder_weights, *decoder_weights, n_encoder=len(encoder_weights))
 
 
 def load_npz_weights(path):
@@ -219,10 +219,7 @@ def run_torch(chan, spec):
         loss = trainer.epoch()
         times = clock.stop()
         if spec.get("dump"):
-            import numpy as np
-
-            enc, dec = torch_ref.keras_weights(trainer.model)
-            np.savez(spec["dump"].format(epoch=epoch), n_encoder=len(enc), *enc, *dec)
+            save_weights(spec["dump"].format(epoch=epoch), *torch_ref.keras_weights(trainer.model))
         chan.send(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
     chan.wait_for_go(spec.get("epochs", 10_000))
 

@@ -51,9 +51,10 @@ class TrainConfig:
     dtype_policy: str | None = None  # Keras dtype policy of the layers, e.g. mixed_bfloat16
 
     def __post_init__(self):
+        # JSON and argparse give lists; tuples would compare unequal to a saved config.
         if self.image_size is not None:
             self.image_size = list(self.image_size)
-        self.mlp_hidden_units = list(self.mlp_hidden_units)  # JSON and argparse give lists; tuples compare unequal
+        self.mlp_hidden_units = list(self.mlp_hidden_units)
         checks = [
             (self.architecture in ARCHITECTURES, f"architecture must be one of {ARCHITECTURES}"),
             (self.likelihood in LIKELIHOODS, f"likelihood must be one of {LIKELIHOODS}"),

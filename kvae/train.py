@@ -106,7 +106,7 @@ def train(config, splits=None, verbose="auto", strategy=None):
             model = build_model(config, splits.input_shape)
             model.compile(
                 optimizer=FusedAdam(learning_rate(config, len(x_train))),  # Adam's math, fewer passes
-                # 20 steps per tf.function call: +30-40% samples/s on CPU (BENCHMARKS.md);
+                # 20 steps per tf.function call: 1.31x samples/s on the MLP (BENCHMARKS.md, tuning notes);
                 # one step under several replicas, where Keras 3's multi-step loop fails multi-worker.
                 steps_per_execution=20 if strategy.num_replicas_in_sync == 1 else 1,
             )
