@@ -16,31 +16,37 @@ import math
 import keras
 from keras import layers
 
-from kvae.config import ARCHITECTURES
+from kvae.config import ARCHITECTURES, MLP_LAYERS
+from kvae.layers import Bound, GatedDense
 
 
-def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True, num_classes=None):
-    """784-200-200-L with tanh: the MLP of the IWAE paper (Burda et al., 2015)."""
+def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True, num_classes=None,
+                layer="dense", log_var_bounds=None):
+    """784-200-200-L with tanh: the MLP of the IWAE paper (Burda et al., 2015).
+
+    layer="gated": gated dense layers without activation, the VampPrior
+    paper's MLP (Tomczak & Welling, 2018). log_var_bounds=(low, high) clips
+    z_log_var, as that paper does with (-6, 2).
+    """
     x = keras.Input(shape=input_shape, name="x")
     h = layers.Flatten()(x)
     inputs, h = _with_label(x, h, num_classes)
-    for i, units in enumerate(hidden):
-        h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
-    return _encoder_heads(inputs, h, latent_dim, variational, activation)
+    h = _hidden_stack(h, hidden, activation, layer)
+    return _encoder_heads(inputs, h, latent_dim, variational, activation, log_var_bounds)
 
 
 def mlp_decoder(latent_dim, output_shape, hidden=(200, 200), activation="tanh", output_activation=None,
-                num_classes=None):
+                num_classes=None, layer="dense"):
     z = keras.Input(shape=(latent_dim,), name="z")
     inputs, h = _with_label(z, z, num_classes)
-    for i, units in enumerate(hidden):
-        h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+    h = _hidden_stack(h, hidden, activation, layer)
     h = layers.Dense(math.prod(output_shape), activation=output_activation, name="output")(h)
     out = layers.Reshape(output_shape, name="x_out")(h)
     return keras.Model(inputs, out, name="decoder")
 
 
-def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, variational=True, num_classes=None):
+def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, variational=True, num_classes=None,
+                 log_var_bounds=None):
     """Two stride-2 3x3 convolutions (32 then 64 filters), then a small dense layer."""
     _check_divisible(input_shape, 2 ** len(filters))
     x = keras.Input(shape=input_shape, name="x")
@@ -50,7 +56,7 @@ def conv_encoder(input_shape, latent_dim, filters=(32, 64), dense_units=16, vari
     h = layers.Flatten()(h)
     inputs, h = _with_label(x, h, num_classes)
     h = layers.Dense(dense_units, activation="relu", name="dense")(h)
-    return _encoder_heads(inputs, h, latent_dim, variational, "tanh")
+    return _encoder_heads(inputs, h, latent_dim, variational, "tanh", log_var_bounds)
 
 
 def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=None, num_classes=None):
@@ -69,24 +75,31 @@ def conv_decoder(latent_dim, output_shape, filters=(32, 64), output_activation=N
 
 
 def build(architecture, input_shape, latent_dim, output_activation=None, variational=True, dense_units=16,
-          num_classes=None, hidden=(200, 200)):
+          num_classes=None, hidden=(200, 200), mlp_layer="dense", log_var_bounds=None):
     """Returns (encoder, decoder) of a built-in architecture.
 
     `dense_units`: the conv encoder's dense layer; `hidden`: the MLP encoder's
-    layer sizes, mirrored by the decoder.
+    layer sizes, mirrored by the decoder; `mlp_layer`: "dense" (tanh) or
+    "gated" (GatedDense) for the MLP's hidden layers; `log_var_bounds`:
+    None or (low, high) to clip the encoder's z_log_var.
 
     With num_classes=C both are conditional on a one-hot label y (batch, C).
     """
     input_shape = tuple(input_shape)
     if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 2):
         raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
+    if mlp_layer not in MLP_LAYERS:
+        raise ValueError(f"`mlp_layer` must be one of {MLP_LAYERS}. Received: mlp_layer={mlp_layer!r}")
     labels = {"num_classes": num_classes}
     if architecture == "mlp":
         hidden = tuple(hidden)
-        enc = mlp_encoder(input_shape, latent_dim, hidden=hidden, variational=variational, **labels)
-        dec = mlp_decoder(latent_dim, input_shape, hidden=hidden[::-1], output_activation=output_activation, **labels)
+        enc = mlp_encoder(input_shape, latent_dim, hidden=hidden, variational=variational, layer=mlp_layer,
+                          log_var_bounds=log_var_bounds, **labels)
+        dec = mlp_decoder(latent_dim, input_shape, hidden=hidden[::-1], output_activation=output_activation,
+                          layer=mlp_layer, **labels)
     elif architecture == "conv":
-        enc = conv_encoder(input_shape, latent_dim, dense_units=dense_units, variational=variational, **labels)
+        enc = conv_encoder(input_shape, latent_dim, dense_units=dense_units, variational=variational,
+                           log_var_bounds=log_var_bounds, **labels)
         dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation, **labels)
     else:
         raise ValueError(f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
@@ -101,12 +114,26 @@ def _with_label(first_input, features, num_classes):
     return [first_input, y], layers.Concatenate(name="with_label")([features, y])
 
 
-def _encoder_heads(x, h, latent_dim, variational, code_activation):
+def _hidden_stack(h, hidden, activation, layer):
+    """The MLP's hidden layers: Dense with `activation`, or GatedDense (linear half without activation)."""
+    for i, units in enumerate(hidden):
+        if layer == "gated":
+            h = GatedDense(units, name=f"gated_{i}")(h)
+        else:
+            h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+    return h
+
+
+def _encoder_heads(x, h, latent_dim, variational, code_activation, log_var_bounds=None):
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise ValueError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
     if variational:
         z_mean = layers.Dense(latent_dim, name="z_mean")(h)
-        z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+        if log_var_bounds is None:
+            z_log_var = layers.Dense(latent_dim, name="z_log_var")(h)
+        else:
+            z_log_var = layers.Dense(latent_dim, name="z_log_var_unbounded")(h)
+            z_log_var = Bound(*log_var_bounds, name="z_log_var")(z_log_var)
         return keras.Model(x, [z_mean, z_log_var], name="encoder")
     # The autoencoder's deterministic code h = g(Wx + b).
     code = layers.Dense(latent_dim, activation=code_activation, name="code")(h)

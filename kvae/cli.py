@@ -5,7 +5,7 @@ import dataclasses
 import os
 import sys
 
-from kvae.config import COLOR_MODES, DTYPE_POLICIES, PRESETS, TrainConfig
+from kvae.config import COLOR_MODES, DTYPE_POLICIES, MLP_LAYERS, OBJECTIVES, PRESETS, PRIORS, TrainConfig
 
 FOLDER_PREFIX = "folder:"  # as kvae.data.sources.FOLDER_PREFIX; not imported, to keep `kvae --help` light
 
@@ -13,40 +13,55 @@ DEFAULTS = TrainConfig()
 
 
 def _add_train(sub):
-    p = sub.add_parser("train", help="train a VAE; re-running resumes after the last completed epoch")
-    d = DEFAULTS
+    # Defaults are SUPPRESSed: only typed flags reach the namespace, so they win over a preset
+    # even when typed with the default's value; _train fills in the rest from the preset and TrainConfig.
+    p = sub.add_parser("train", help="train a VAE; re-running resumes after the last completed epoch",
+                       argument_default=argparse.SUPPRESS)
     p.add_argument("--preset", choices=sorted(PRESETS), help="a documented recipe; other flags override it")
-    p.add_argument("--run-dir", default=d.run_dir, help="where config, model, history and pictures go")
-    p.add_argument("--dataset", default=d.dataset,
+    p.add_argument("--run-dir", help="where config, model, history and pictures go")
+    p.add_argument("--dataset",
                    help="fashion_mnist (local IDX files), folder:PATH (image files), or a tfds name (cifar10, celeb_a, ...)")
-    p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
-    p.add_argument("--train-limit", type=int, default=None, help="train on the first N images only")
-    p.add_argument("--architecture", choices=["mlp", "conv"], default=d.architecture)
-    p.add_argument("--latent-dim", type=int, default=d.latent_dim)
-    p.add_argument("--conv-dense-units", type=int, default=d.conv_dense_units, help="size of the conv encoder's dense layer")
-    p.add_argument("--mlp-hidden-units", type=int, nargs="+", default=d.mlp_hidden_units, metavar="UNITS",
+    p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
+    p.add_argument("--train-limit", type=int, help="train on the first N images only")
+    p.add_argument("--architecture", choices=["mlp", "conv"])
+    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--conv-dense-units", type=int, help="size of the conv encoder's dense layer")
+    p.add_argument("--mlp-hidden-units", type=int, nargs="+", metavar="UNITS",
                    help="the MLP encoder's hidden layer sizes; the decoder mirrors them")
-    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"], default=d.likelihood)
-    p.add_argument("--gaussian-variance", default=d.gaussian_variance, help="'learned' or a fixed pixel variance")
-    p.add_argument("--beta", type=float, default=d.beta, help="weight of the KL term")
-    p.add_argument("--warmup-epochs", type=int, default=d.warmup_epochs, help="ramp the KL weight linearly over N epochs")
-    p.add_argument("--free-bits", type=float, default=d.free_bits, help="KL floor per latent dimension, nats")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--learning-rate", type=float, default=d.learning_rate)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default=d.lr_schedule)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"], default=d.strategy,
+    p.add_argument("--mlp-layer", choices=list(MLP_LAYERS),
+                   help="the MLP's hidden layers: tanh dense, or gated dense (VampPrior paper)")
+    p.add_argument("--log-var-bounds", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="clip the encoder's log-variance to [LOW, HIGH] (the VampPrior paper: -6 2)")
+    p.add_argument("--prior", choices=list(PRIORS), help="N(0, I), or the VampPrior")
+    p.add_argument("--num-pseudo-inputs", type=int, help="the VampPrior's K")
+    p.add_argument("--objective", choices=list(OBJECTIVES),
+                   help="the ELBO, or the importance-weighted bound (IWAE) with --iw-samples")
+    p.add_argument("--iw-samples", type=int, help="k of the IWAE objective")
+    p.add_argument("--early-stopping-patience", type=int,
+                   help="stop after N epochs without a better validation bound")
+    p.add_argument("--keep-best", action=argparse.BooleanOptionalAction,
+                   help="model.keras keeps the best-validation epoch (as the published recipes do)")
+    p.add_argument("--likelihood", choices=["bernoulli", "gaussian"])
+    p.add_argument("--gaussian-variance", help="'learned' or a fixed pixel variance")
+    p.add_argument("--beta", type=float, help="weight of the KL term")
+    p.add_argument("--warmup-epochs", type=int, help="ramp the KL weight linearly over N epochs")
+    p.add_argument("--free-bits", type=float, help="KL floor per latent dimension, nats")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"])
+    p.add_argument("--seed", type=int)
+    p.add_argument("--strategy", choices=["default", "mirrored", "multi-worker"],
                    help="tf.distribute strategy; --batch-size stays the global batch (see README)")
-    p.add_argument("--image-folder", metavar="PATH", default=None,
+    p.add_argument("--image-folder", metavar="PATH",
                    help="train on the images under PATH, one subfolder per class (= --dataset folder:PATH)")
-    p.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), default=None,
+    p.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
                    help="resize every image (default: folders use their first image's size, others stay as stored)")
-    p.add_argument("--color-mode", choices=list(COLOR_MODES), default=None,
+    p.add_argument("--color-mode", choices=list(COLOR_MODES),
                    help="convert every image (default: folders follow their first image, others stay as stored)")
-    p.add_argument("--num-classes", type=int, default=None,
+    p.add_argument("--num-classes", type=int,
                    help="a conditional VAE on the dataset's labels 0..C-1 (encoder and decoder see the label)")
-    p.add_argument("--dtype-policy", choices=list(DTYPE_POLICIES), default=None,
+    p.add_argument("--dtype-policy", choices=list(DTYPE_POLICIES),
                    help="Keras dtype policy of the layers (mixed_bfloat16: 16-bit compute; loss terms stay float32)")
     p.set_defaults(func=_train)
 
@@ -55,12 +70,11 @@ def _train(args):
     from kvae.train import TrainingDiverged, train
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    given = {k: v for k, v in vars(args).items() if k in fields}
-    if args.image_folder is not None:
-        given["dataset"] = FOLDER_PREFIX + args.image_folder
+    typed = {k: v for k, v in vars(args).items() if k in fields}  # defaults are SUPPRESSed: typed flags only
+    if getattr(args, "image_folder", None) is not None:
+        typed["dataset"] = FOLDER_PREFIX + args.image_folder
     # Precedence: flags typed on the command line, then the preset, then defaults.
-    typed = {k for k, v in given.items() if v != getattr(DEFAULTS, k)}
-    values = {**given, **{k: v for k, v in PRESETS.get(args.preset, {}).items() if k not in typed}}
+    values = {**DEFAULTS.to_dict(), **PRESETS.get(getattr(args, "preset", None), {}), **typed}
     if values["gaussian_variance"] != "learned":
         values["gaussian_variance"] = float(values["gaussian_variance"])
     try:

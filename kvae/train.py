@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from kvae import architectures, figures
-from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
+from kvae.callbacks import MODEL_FILE, EpochCheckpoint, KLWarmup, StopOnNaN, load_state
 from kvae.config import TrainConfig
 from kvae.data import load_dataset
 from kvae.data import pipeline
@@ -40,6 +40,7 @@ def build_model(config, input_shape):
         encoder, decoder = architectures.build(
             config.architecture, input_shape, config.latent_dim, output_activation=output_activation,
             dense_units=config.conv_dense_units, num_classes=config.num_classes, hidden=config.mlp_hidden_units,
+            mlp_layer=config.mlp_layer, log_var_bounds=config.log_var_bounds,
         )
         return VAE(
             encoder,
@@ -50,7 +51,31 @@ def build_model(config, input_shape):
             gaussian_variance=config.gaussian_variance,
             seed=config.seed,
             num_classes=config.num_classes,
+            prior=config.prior,
+            num_pseudo_inputs=config.num_pseudo_inputs,
+            objective=config.objective,
+            iw_samples=config.iw_samples,
         )
+
+
+def init_pseudo_inputs(model, x_train_uint8, seed):
+    """Sets a VampPrior's pseudo-inputs to K distinct training images (grey levels), drawn with PCG64(seed).
+
+    Starting from data puts every component where posteriors live; the
+    pseudo-inputs then move freely in [0, 1] with training.
+    """
+    if len(x_train_uint8) < model.num_pseudo_inputs:
+        raise ValueError(
+            f"The VampPrior's {model.num_pseudo_inputs} pseudo-inputs start as distinct training images, but there are "
+            f"only {len(x_train_uint8)}. Lower --num-pseudo-inputs. Received: num_pseudo_inputs={model.num_pseudo_inputs}"
+        )
+    rows = np.random.default_rng(seed).choice(len(x_train_uint8), model.num_pseudo_inputs, replace=False)
+    model.pseudo_inputs.assign(np.asarray(x_train_uint8)[np.sort(rows)].astype(np.float32) / 255.0)
+
+
+def monitored_bound(config):
+    """The validation log that ranks epochs: the bound the objective optimizes, at KL weight 1."""
+    return "val_negative_iw_bound" if config.objective == "iwae" else "val_negative_elbo"
 
 
 def model_inputs(config, splits):
@@ -60,8 +85,7 @@ def model_inputs(config, splits):
     {"x": image, "y": label} with the split's labels, checked against num_classes.
     """
     x_train = splits.x_train[: config.train_limit]
-    x_val = pipeline.prepare_eval(splits.x_val, config.binarize)
-    x_test = pipeline.prepare_eval(splits.x_test, config.binarize)
+    x_val, x_test = pipeline.evaluation_views(splits.x_val, splits.x_test, config.binarize)  # the published draw
     if config.num_classes is None:
         return x_train, x_val, x_test
     labels = (splits.y_train[: config.train_limit], splits.y_val, splits.y_test)
@@ -104,6 +128,8 @@ def train(config, splits=None, verbose="auto", strategy=None):
     with strategy.scope():  # variables, optimizer state and checkpoints live under the strategy
         if state is None:
             model = build_model(config, splits.input_shape)
+            if config.prior == "vamp":
+                init_pseudo_inputs(model, x_train, config.seed)
             model.compile(
                 optimizer=FusedAdam(learning_rate(config, len(x_train))),  # Adam's math, fewer passes
                 # 20 steps per tf.function call: 1.31x samples/s on the MLP (BENCHMARKS.md, tuning notes);
@@ -118,7 +144,10 @@ def train(config, splits=None, verbose="auto", strategy=None):
         prepare_model(model, strategy)
 
     nan_guard = StopOnNaN()
-    checkpoint = EpochCheckpoint(config.run_dir, history)
+    checkpoint = EpochCheckpoint(
+        config.run_dir, history, monitor=monitored_bound(config), keep_best=config.keep_best,
+        patience=config.early_stopping_patience, best=(state or {}).get("best"),
+    )
     callbacks = [nan_guard]
     if chief:
         callbacks += [checkpoint, keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs"))]
@@ -126,7 +155,8 @@ def train(config, splits=None, verbose="auto", strategy=None):
         callbacks.insert(0, KLWarmup(config.beta, config.warmup_epochs))
     if model.vector_logs:
         callbacks.insert(0, scalar_logs_callback())
-    if done < config.epochs:
+    finished = state is not None and state.get("stopped_early", False)
+    if done < config.epochs and not finished:
         model.fit(
             _shard_by_data(pipeline.train_dataset(x_train, config.batch_size, config.binarize, seed=config.seed)),
             epochs=config.epochs,
@@ -149,6 +179,9 @@ def train(config, splits=None, verbose="auto", strategy=None):
             "Lower --learning-rate, use a warm-up (--warmup-epochs), or check the data for NaN."
         )
 
+    if config.keep_best and chief and checkpoint.best is not None:
+        # Evaluate (and draw) the best-validation weights, which model.keras holds.
+        model.set_weights(keras.saving.load_model(os.path.join(config.run_dir, MODEL_FILE)).get_weights())
     model.kl_weight.assign(config.beta)
     test_metrics = evaluate_elbo(model, x_test, config.batch_size)  # collective: every worker runs it
     if not chief:

@@ -10,8 +10,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import conditional, losses
-from kvae.config import LIKELIHOODS
+from kvae import conditional, losses, priors
+from kvae.config import LIKELIHOODS, OBJECTIVES
 from kvae.layers import Sampling
 
 
@@ -34,6 +34,18 @@ class VAE(keras.Model):
             float32 one-hot (batch, C), and the model's inputs are the dict
             {"x": images, "y": labels} (labels: class ids or one-hot rows;
             see kvae/conditional.py).
+        prior: "normal" for N(0, I), or "vamp" for the VampPrior (Tomczak &
+            Welling, 2018): p(z) = (1/K) sum_k q(z | u_k) over K trainable
+            pseudo-inputs u_k (the weight `pseudo_inputs`, (K, *input_shape),
+            clipped to [0, 1] where used). The KL term then becomes the
+            one-sample estimate log q(z|x) - log p(z).
+        num_pseudo_inputs: K, for prior="vamp".
+        objective: "elbo", or "iwae" for the importance-weighted bound of
+            Burda et al. (2015), -log (1/k) sum_i w_i with k = `iw_samples`
+            draws per example and w_i = p(x|z_i) p(z_i) / q(z_i|x); the KL
+            weight multiplies log p(z_i) - log q(z_i|x) during a warm-up.
+            With k = 1 it is the one-sample negative ELBO.
+        iw_samples: k, for objective="iwae".
 
     Called on x (or {"x", "y"}) it returns a dict: "reconstruction" (decoder
     output), "z_mean", "z_log_var", "z", and per example in nats
@@ -54,6 +66,10 @@ class VAE(keras.Model):
         gaussian_variance="learned",
         seed=None,
         num_classes=None,
+        prior="normal",
+        num_pseudo_inputs=500,
+        objective="elbo",
+        iw_samples=1,
         **kwargs,
     ):
         # No autocasting in the VAE's own call: x, the loss terms and the
@@ -83,6 +99,34 @@ class VAE(keras.Model):
             raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
         self.latent_dim = check_signatures(encoder, decoder, num_classes)
+        if prior not in priors.PRIORS:
+            raise ValueError(f"`prior` must be one of {priors.PRIORS}. Received: prior={prior!r}")
+        if not (isinstance(num_pseudo_inputs, int) and num_pseudo_inputs >= 1):
+            raise ValueError(f"`num_pseudo_inputs` must be a positive int. Received: num_pseudo_inputs={num_pseudo_inputs!r}")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
+        if not (isinstance(iw_samples, int) and iw_samples >= 1):
+            raise ValueError(f"`iw_samples` must be a positive int. Received: iw_samples={iw_samples!r}")
+        if objective == "elbo" and iw_samples != 1:
+            raise ValueError(f"`iw_samples` > 1 needs objective='iwae'. Received: iw_samples={iw_samples!r}")
+        if prior == "vamp" and num_classes is not None:
+            raise ValueError(f"The VampPrior is for unconditional VAEs. Received: prior='vamp', num_classes={num_classes!r}")
+        if free_bits > 0 and (prior != "normal" or objective != "elbo"):
+            raise ValueError(
+                "Free bits need the per-dimension KL of the N(0, I) prior and the ELBO. "
+                f"Received: free_bits={free_bits!r}, prior={prior!r}, objective={objective!r}"
+            )
+        self.prior = prior
+        self.num_pseudo_inputs = num_pseudo_inputs
+        self.objective = objective
+        self.iw_samples = iw_samples
+        self.input_shape_ = tuple(int(d) for d in encoder.inputs[0].shape[1:])
+        if prior == "vamp":
+            # Grey-level images, kvae.train sets them to training images before the first step.
+            self.pseudo_inputs = self.add_weight(
+                shape=(num_pseudo_inputs, *self.input_shape_), initializer=keras.initializers.RandomUniform(0.0, 1.0),
+                name="pseudo_inputs", dtype="float32",
+            )
         self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")  # z and its noise in float32
         # The KL weight actually applied; a warm-up callback ramps it to `beta`.
         self.kl_weight = self.add_weight(
@@ -95,16 +139,23 @@ class VAE(keras.Model):
         )
         self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
         self.kl_tracker = keras.metrics.Mean(name="kl_loss")
+        self.elbo_tracker = keras.metrics.Mean(name="negative_elbo")
+        self.iw_bound_tracker = keras.metrics.Mean(name="negative_iw_bound") if objective == "iwae" else None
 
     def call(self, inputs, training=False):
         x, y = self.split_inputs(inputs)
         z_mean, z_log_var = self.run_encoder(x, y, training=training)
+        if self.objective == "iwae":
+            return self.importance_weighted(x, y, z_mean, z_log_var, training)
         z = self.sampling([z_mean, z_log_var])
         reconstruction = self.run_decoder(z, y, training=training)
         # Both terms of the objective go through add_loss, so Keras aggregates
         # them (and scales them under tf.distribute) like any other layer loss.
         recon = self.reconstruction_nll(x, reconstruction)
-        kl = losses.kl_divergence(z_mean, z_log_var)
+        if self.prior == "normal":
+            kl = losses.kl_divergence(z_mean, z_log_var)  # closed form
+        else:
+            kl = priors.log_normal_diag(z, z_mean, z_log_var) - self.log_prior(z)  # one-sample estimate
         if self.free_bits > 0:
             penalty = losses.free_bits_kl(z_mean, z_log_var, self.free_bits)
         else:
@@ -119,6 +170,46 @@ class VAE(keras.Model):
             "reconstruction_nll": recon,
             "kl": kl,
         }
+
+    def importance_weighted(self, x, y, z_mean, z_log_var, training=False):
+        """The IWAE objective: k = iw_samples draws per example, one add_loss of -log (1/k) sum_i w_i.
+
+        Rows are sample-major: row s * batch + i holds draw s of example i.
+        """
+        k = self.iw_samples
+        tile = lambda t: ops.tile(t, (k,) + (1,) * (len(t.shape) - 1))  # (b, ...) -> (k * b, ...)
+        mean_k, log_var_k = tile(z_mean), tile(z_log_var)
+        z = self.sampling([mean_k, log_var_k])  # (k * b, d)
+        reconstruction = self.run_decoder(z, None if y is None else tile(y), training=training)
+        recon = self.reconstruction_nll(tile(x), reconstruction)  # -log p(x|z_i), (k * b,)
+        kl = priors.log_normal_diag(z, mean_k, log_var_k) - self.log_prior(z)  # log q - log p, (k * b,)
+        log_w = ops.reshape(-(recon + self.kl_weight * kl), (k, -1))  # (k, b)
+        bound = ops.logsumexp(log_w, axis=0) - float(np.log(k))  # (b,)
+        self.add_loss(-ops.mean(bound))
+        batch = ops.shape(z_mean)[0]
+        return {
+            "reconstruction": reconstruction[:batch],
+            "z_mean": z_mean,
+            "z_log_var": z_log_var,
+            "z": z[:batch],
+            "reconstruction_nll": ops.mean(ops.reshape(recon, (k, -1)), axis=0),
+            "kl": ops.mean(ops.reshape(kl, (k, -1)), axis=0),
+            # The bound at KL weight 1, what a test NLL estimate would use.
+            "iw_bound": ops.logsumexp(ops.reshape(-(recon + kl), (k, -1)), axis=0) - float(np.log(k)),
+        }
+
+    def prior_components(self):
+        """VampPrior: (means, log_vars), each (K, latent_dim): the encoder's posteriors of the pseudo-inputs."""
+        if self.prior != "vamp":
+            raise ValueError(f"Only the VampPrior has components. Received: prior={self.prior!r}")
+        return self.run_encoder(ops.clip(self.pseudo_inputs, 0.0, 1.0))
+
+    def log_prior(self, z):
+        """log p(z) under the model's prior, z (n, latent_dim) -> (n,), float32."""
+        if self.prior == "normal":
+            return priors.log_standard_normal(z)
+        means, log_vars = self.prior_components()
+        return priors.log_mixture(z, means, log_vars)
 
     def split_inputs(self, inputs):
         """Model inputs -> (x, y): y is float32 one-hot (batch, C) for a conditional VAE, else None."""
@@ -154,6 +245,9 @@ class VAE(keras.Model):
         # on every backend); the loss itself is the sum of the add_loss terms.
         self.reconstruction_tracker.update_state(y_pred["reconstruction_nll"])
         self.kl_tracker.update_state(y_pred["kl"])
+        self.elbo_tracker.update_state(y_pred["reconstruction_nll"] + y_pred["kl"])
+        if self.iw_bound_tracker is not None:
+            self.iw_bound_tracker.update_state(-y_pred["iw_bound"])
         return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
 
     def get_metrics_result(self):
@@ -212,8 +306,10 @@ class VAE(keras.Model):
         return ops.convert_to_numpy(reconstruction)
 
     def sample(self, n, seed=None, temperature=1.0, labels=None):
-        """n images decoded from z ~ N(0, temperature^2 I), drawn with NumPy's PCG64(seed).
+        """n images decoded from prior draws z made with NumPy's PCG64(seed).
 
+        N(0, I) prior: z = temperature * eps. VampPrior: eps first, then the
+        components c ~ U{0..K-1}, and z = mu_c + temperature * exp(log_var_c / 2) * eps.
         The same seed gives the same z as the onnxruntime runtime in serving/.
         Conditional VAEs decode each z with its label: an int (one class for
         all), n labels, or by default 0, 1, ..., C-1, 0, 1, ... (every class in turn).
@@ -222,8 +318,17 @@ class VAE(keras.Model):
             raise ValueError(f"`n` must be a positive int. Received: n={n!r}")
         if self.num_classes is not None and labels is None:
             labels = conditional.cycling_labels(n, self.num_classes)
-        z = temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim), dtype=np.float32)
-        return self.decode(z, labels)
+        return self.decode(self.sample_prior(n, seed, temperature), labels)
+
+    def sample_prior(self, n, seed=None, temperature=1.0):
+        """n latent codes from the prior, (n, latent_dim) float32, drawn as `sample` describes."""
+        rng = np.random.default_rng(seed)
+        eps = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        if self.prior == "normal":
+            return temperature * eps
+        component = rng.integers(0, self.num_pseudo_inputs, size=n)
+        means, log_vars = (ops.convert_to_numpy(t) for t in self.prior_components())
+        return means[component] + np.float32(temperature) * np.exp(0.5 * log_vars[component]) * eps
 
     def reconstruct(self, x, labels=None):
         """Decodes the posterior mean: x -> x_mean, deterministic."""
@@ -240,6 +345,10 @@ class VAE(keras.Model):
             "gaussian_variance": self.gaussian_variance,
             "seed": self.seed,
             "num_classes": self.num_classes,
+            "prior": self.prior,
+            "num_pseudo_inputs": self.num_pseudo_inputs,
+            "objective": self.objective,
+            "iw_samples": self.iw_samples,
         }
 
     @classmethod

@@ -12,7 +12,7 @@ model, whose "x" is transformed and whose "y" passes through unchanged.
 import numpy as np
 import tensorflow as tf
 
-from kvae.data.protocol import TEST_BINARIZATION_SEED, binarize_once, prepare_eval  # noqa: F401 (re-exported)
+from kvae.data.protocol import TEST_BINARIZATION_SEED, binarize_once, evaluation_views, prepare_eval  # noqa: F401 (re-exported)
 
 
 def labeled(x, y):

@@ -1,0 +1,72 @@
+"""Log-densities of the latent priors, per example, in nats.
+
+Two priors: the standard normal N(0, I), and the VampPrior of Tomczak &
+Welling (2018), p(z) = (1/K) sum_k N(z | mu_k, diag exp(log_var_k)), whose
+components are the encoder's posteriors q(z | u_k) of K learned
+pseudo-inputs u_k. Shapes: z (n, d); components (K, d); results (n,).
+
+The mixture is written with matmuls instead of an (n, K, d) broadcast:
+sum_d (z_d - mu_kd)^2 / var_kd = z^2 . (1/var_k) - 2 z . (mu_k/var_k) + sum_d mu_kd^2 / var_kd,
+so a batch of 500 samples against 500 components costs three small
+matmuls, not a 10-million-element tensor. The NumPy twins (float64) serve
+evaluation, where the estimate must not lose digits.
+"""
+
+import math
+
+import numpy as np
+from keras import ops
+
+LOG_2PI = math.log(2.0 * math.pi)
+PRIORS = ("normal", "vamp")
+
+
+# === keras.ops (training) ===
+
+
+def log_standard_normal(z):
+    """log N(z | 0, I): (n,)."""
+    return -0.5 * ops.sum(ops.square(z) + LOG_2PI, axis=-1)
+
+
+def log_normal_diag(z, mean, log_var):
+    """log N(z | mean, diag exp(log_var)), all three (n, d): (n,)."""
+    return -0.5 * ops.sum(LOG_2PI + log_var + ops.square(z - mean) * ops.exp(-log_var), axis=-1)
+
+
+def component_log_densities(z, means, log_vars):
+    """log N(z_i | mu_k, diag exp(log_var_k)) for every sample i and component k: (n, K)."""
+    precision = ops.exp(-log_vars)  # (K, d)
+    d = ops.shape(z)[-1]
+    quadratic = (
+        ops.matmul(ops.square(z), ops.transpose(precision))  # (n, K)
+        - 2.0 * ops.matmul(z, ops.transpose(means * precision))
+        + ops.sum(ops.square(means) * precision, axis=-1)[None, :]
+    )
+    return -0.5 * (quadratic + ops.sum(log_vars, axis=-1)[None, :] + ops.cast(d, z.dtype) * LOG_2PI)
+
+
+def log_mixture(z, means, log_vars):
+    """log (1/K) sum_k N(z | mu_k, diag exp(log_var_k)): (n,). The VampPrior's log p(z)."""
+    num_components = ops.shape(means)[0]
+    return ops.logsumexp(component_log_densities(z, means, log_vars), axis=-1) - ops.log(
+        ops.cast(num_components, z.dtype)
+    )
+
+
+# === NumPy float64 (evaluation) ===
+
+
+def log_standard_normal_numpy(z):
+    z = np.asarray(z, np.float64)
+    return -0.5 * (z**2 + LOG_2PI).sum(-1)
+
+
+def log_mixture_numpy(z, means, log_vars):
+    """float64 log (1/K) sum_k N(z | mu_k, diag exp(log_var_k)) for z (n, d): (n,)."""
+    z, means, log_vars = (np.asarray(a, np.float64) for a in (z, means, log_vars))
+    precision = np.exp(-log_vars)
+    quadratic = (z**2) @ precision.T - 2.0 * z @ (means * precision).T + (means**2 * precision).sum(-1)
+    log_comp = -0.5 * (quadratic + log_vars.sum(-1) + z.shape[-1] * LOG_2PI)  # (n, K)
+    m = log_comp.max(axis=-1, keepdims=True)
+    return (m[:, 0] + np.log(np.exp(log_comp - m).sum(-1))) - math.log(len(means))
