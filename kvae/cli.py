@@ -66,9 +66,8 @@ def _add_train(sub):
     p.set_defaults(func=_train)
 
 
-def _train(args):
-    from kvae.train import TrainingDiverged, train
-
+def config_from_args(args):
+    """The TrainConfig of a parsed `kvae train` command line: typed flags, then the preset, then defaults."""
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     typed = {k: v for k, v in vars(args).items() if k in fields}  # defaults are SUPPRESSed: typed flags only
     if getattr(args, "image_folder", None) is not None:
@@ -77,8 +76,14 @@ def _train(args):
     values = {**DEFAULTS.to_dict(), **PRESETS.get(getattr(args, "preset", None), {}), **typed}
     if values["gaussian_variance"] != "learned":
         values["gaussian_variance"] = float(values["gaussian_variance"])
+    return TrainConfig(**values)
+
+
+def _train(args):
+    from kvae.train import TrainingDiverged, train
+
     try:
-        config = TrainConfig(**values)
+        config = config_from_args(args)
         # A progress bar on a terminal; one line per epoch in logs and CI.
         result = train(config, verbose=1 if sys.stdout.isatty() else 2)
     except (ValueError, TrainingDiverged) as e:
@@ -118,6 +123,26 @@ def _evaluate(args):
     return 0
 
 
+def _add_compare(sub):
+    p = sub.add_parser("compare", help="paired per-image NLL difference of two evaluated runs, with its standard error")
+    p.add_argument("run_a")
+    p.add_argument("run_b")
+    p.set_defaults(func=_compare)
+
+
+def _compare(args):
+    from kvae.evaluate import format_comparison
+    from kvae.runs import compare_runs
+
+    try:
+        comparison = compare_runs(args.run_a, args.run_b)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"kvae compare: error: {e}", file=sys.stderr)
+        return 2
+    print(format_comparison(comparison, args.run_a, args.run_b))
+    return 0
+
+
 def _add_plot(sub):
     p = sub.add_parser("plot", help="redraw a run's pictures (samples, reconstructions, latent space, curves; class_samples.png of conditional runs)")
     p.add_argument("run_dir")
@@ -136,12 +161,12 @@ def _plot(args):
     return 0
 
 
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ log lines (those not yet printed)
+def build_parser():
     parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for Keras 3.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train(sub)
     _add_evaluate(sub)
+    _add_compare(sub)
     _add_plot(sub)
     from export.cli import add_parser as add_export_parser  # light: no TensorFlow until it runs
 
@@ -153,7 +178,12 @@ def main(argv=None):
     from experiments.cli import add_parser as add_experiments_parser  # light: TensorFlow and scikit-learn load when it runs
 
     add_experiments_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ log lines (those not yet printed)
+    args = build_parser().parse_args(argv)
     return args.func(args)
 
 

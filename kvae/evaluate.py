@@ -5,7 +5,16 @@ log p(x) ~ log (1/k) sum_i p(x, z_i) / q(z_i|x), z_i ~ q(z|x), which tightens
 toward log p(x) as k grows; papers report it with k = 5000. Samples come from
 NumPy's PCG64(seed), not from the model's training-time random state, so an
 evaluation repeats exactly. Memory stays bounded: images go in batches and
-their k samples in chunks, with a running log-sum-exp.
+their k samples in chunks.
+
+Two errors are reported, because they answer different questions:
+- `nll_stderr`: the spread of the per-image NLL over the test images, std/sqrt(n).
+  It says how much the number would move on another test set.
+- `nll_mc_stderr`: the Monte Carlo error of the estimate on *these* images,
+  from a jackknife over 10 groups of the k samples (each image's log p(x)
+  estimate is recomputed leaving one group out). It says how much the number
+  would move with another evaluation seed; comparing two models on the same
+  images, the paired difference (`compare`) removes the first error.
 """
 
 import math
@@ -14,9 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import losses
+from kvae import losses, priors
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_d]) above 1e-2
+JACKKNIFE_GROUPS = 10  # groups of the k samples for the Monte Carlo error
 
 
 def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, verbose=1):
@@ -34,49 +44,64 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
     rng = np.random.default_rng(seed)
     n, dims = len(x), math.prod(x.shape[1:])
-    nll, recon, kl_dim, z_means = [], [], [], []
+    log_prior = _log_prior_numpy(model)
+    nll, mc_var, recon, kl, kl_dim, z_means = [], [], [], [], [], []
     progress = keras.utils.Progbar(n, unit_name="image") if verbose else None
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size]
         yb = None if y_one_hot is None else y_one_hot[start : start + batch_size]
         z_mean, z_log_var = (ops.convert_to_numpy(t) for t in model.run_encoder(xb, yb))
-        log_px, mean_recon = _importance_weighted(model, xb, yb, z_mean, z_log_var, k, chunk_size, rng)
-        nll.append(-log_px)
-        recon.append(mean_recon)
-        kl_dim.append(ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var)))
+        log_px_z, log_pz_minus_log_qz = _log_weights(model, xb, yb, z_mean, z_log_var, k, chunk_size, rng, log_prior)
+        log_w = log_px_z + log_pz_minus_log_qz  # (b, k)
+        nll.append(-(_log_mean_exp(log_w)))
+        mc_var.append(_jackknife_variance(log_w))
+        recon.append(-log_px_z.mean(axis=1))
+        kl.append(-log_pz_minus_log_qz.mean(axis=1))  # Monte Carlo KL over the k samples
+        kl_dim.append(ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var)))  # against N(0, I)
         z_means.append(z_mean)
         if progress:
             progress.add(len(xb))
-    nll, recon = np.concatenate(nll), np.concatenate(recon)
-    kl_dim, z_means = np.concatenate(kl_dim), np.concatenate(z_means)
-    kl = kl_dim.sum(axis=1)
+    nll, mc_var, recon = np.concatenate(nll), np.concatenate(mc_var), np.concatenate(recon)
+    kl, kl_dim, z_means = np.concatenate(kl), np.concatenate(kl_dim), np.concatenate(z_means)
+    if model.prior == "normal":
+        kl = kl_dim.sum(axis=1)  # the closed form, exact
     activity = z_means.var(axis=0)
     result = {
         "num_examples": n,
         "k": k,
         "seed": seed,
+        "prior": model.prior,
         "nll": float(nll.mean()),
         "nll_stderr": float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+        "nll_mc_stderr": float(math.sqrt(mc_var.sum()) / n),
         "bits_per_dim": float(nll.mean() / (dims * math.log(2))),
         "negative_elbo": float((recon + kl).mean()),
         "reconstruction_loss": float(recon.mean()),
         "kl_loss": float(kl.mean()),
         "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
         "latent_dim": int(z_means.shape[1]),
+        # Per dimension, against N(0, I): the usage of each latent (for a VampPrior it is not its KL term).
         "kl_per_dim": [float(v) for v in kl_dim.mean(axis=0)],
         "activity_per_dim": [float(v) for v in activity],
+        "nll_per_image": [float(v) for v in nll],  # for paired comparisons (kvae compare)
     }
     if y is not None:
         result["labels_seen"] = int(len(np.unique(y)))
     return result
 
 
-def _importance_weighted(model, x, y, z_mean, z_log_var, k, chunk_size, rng):
-    """log p(x) estimates (b,) and E_q[-log p(x|z)] (b,), streaming over k samples (y: one-hot labels or None)."""
+def _log_prior_numpy(model):
+    """z (n, d) -> float64 log p(z) (n,) under the model's prior."""
+    if model.prior == "normal":
+        return priors.log_standard_normal_numpy
+    means, log_vars = (ops.convert_to_numpy(t) for t in model.prior_components())
+    return lambda z: priors.log_mixture_numpy(z, means, log_vars)
+
+
+def _log_weights(model, x, y, z_mean, z_log_var, k, chunk_size, rng, log_prior):
+    """log p(x|z_i) and log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x): two float64 (b, k) arrays."""
     b, d = z_mean.shape
-    running_max = np.full(b, -np.inf)
-    running_sum = np.zeros(b)  # sum exp(log w - running_max)
-    recon_sum = np.zeros(b)
+    log_px_z, log_ratio = [], []
     x_rep = None
     for done in range(0, k, chunk_size):
         c = min(chunk_size, k - done)
@@ -85,22 +110,84 @@ def _importance_weighted(model, x, y, z_mean, z_log_var, k, chunk_size, rng):
         out = model.run_decoder(z.reshape(b * c, d), None if y is None else np.repeat(y, c, axis=0))
         if x_rep is None or len(x_rep) != b * c:
             x_rep = np.repeat(x, c, axis=0)  # (b * c, *input_shape)
-        log_px_z = -ops.convert_to_numpy(model.reconstruction_nll(x_rep, out)).reshape(b, c).astype(np.float64)
-        log_pz = -0.5 * (z.astype(np.float64) ** 2 + math.log(2 * math.pi)).sum(-1)
+        log_px_z.append(-ops.convert_to_numpy(model.reconstruction_nll(x_rep, out)).reshape(b, c).astype(np.float64))
+        log_pz = log_prior(z.reshape(b * c, d)).reshape(b, c)
         log_qz = -0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + math.log(2 * math.pi)).sum(-1)
-        log_w = log_px_z + log_pz - log_qz  # (b, c)
-        new_max = np.maximum(running_max, log_w.max(axis=1))
-        running_sum = running_sum * np.exp(running_max - new_max) + np.exp(log_w - new_max[:, None]).sum(axis=1)
-        running_max = new_max
-        recon_sum += -log_px_z.sum(axis=1)
-    return running_max + np.log(running_sum) - math.log(k), recon_sum / k
+        log_ratio.append(log_pz - log_qz)
+    return np.concatenate(log_px_z, axis=1), np.concatenate(log_ratio, axis=1)
+
+
+def _log_mean_exp(log_w):
+    """log (1/k) sum_i exp(log_w[:, i]), stable: (b,)."""
+    m = log_w.max(axis=1)
+    return m + np.log(np.exp(log_w - m[:, None]).mean(axis=1))
+
+
+def _jackknife_variance(log_w, groups=JACKKNIFE_GROUPS):
+    """Jackknife variance of each row's log-mean-exp over `groups` contiguous groups of samples: (b,).
+
+    With k < 2 samples there is nothing to resample; the variance is then NaN.
+    """
+    k = log_w.shape[1]
+    groups = min(groups, k)
+    if groups < 2:
+        return np.full(len(log_w), np.nan)
+    bounds = np.linspace(0, k, groups + 1).astype(int)
+    leave_out = np.stack(
+        [_log_mean_exp(np.concatenate([log_w[:, : bounds[g]], log_w[:, bounds[g + 1] :]], axis=1)) for g in range(groups)],
+        axis=1,
+    )  # (b, groups)
+    return (groups - 1) / groups * ((leave_out - leave_out.mean(axis=1, keepdims=True)) ** 2).sum(axis=1)
+
+
+def compare(a, b):
+    """Paired comparison of two evaluations on the same test images: dict of nats per image.
+
+    difference = mean(nll_a - nll_b) (negative: a is better); its standard
+    error over images comes from the paired per-image differences, and the
+    Monte Carlo error combines both evaluations' jackknife errors.
+    """
+    for name, result in (("a", a), ("b", b)):
+        if "nll_per_image" not in result:
+            raise ValueError(f"Evaluation {name} has no per-image NLL; re-run `kvae evaluate` with this kvae version.")
+    na, nb = np.asarray(a["nll_per_image"]), np.asarray(b["nll_per_image"])
+    if len(na) != len(nb) or a.get("test_draw") != b.get("test_draw"):
+        raise ValueError(
+            "The two evaluations must cover the same test images: evaluate both with the same --limit. "
+            f"Received: {len(na)} images ({a.get('test_draw')}) and {len(nb)} images ({b.get('test_draw')})"
+        )
+    diff = na - nb
+    n = len(diff)
+    return {
+        "num_examples": n,
+        "k": [a["k"], b["k"]],
+        "nll": [a["nll"], b["nll"]],
+        "difference": float(diff.mean()),
+        "difference_stderr": float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+        "difference_mc_stderr": float(math.hypot(a["nll_mc_stderr"], b["nll_mc_stderr"])),
+        "a_better_on": float((diff < 0).mean()),  # share of images where a has the lower NLL
+    }
+
+
+def format_comparison(c, name_a="A", name_b="B"):
+    """One sentence a reader can check, then the numbers."""
+    d, s, m = c["difference"], c["difference_stderr"], c["difference_mc_stderr"]
+    better, worse = (name_a, name_b) if d < 0 else (name_b, name_a)
+    return "\n".join([
+        f"{better} beats {worse} by {abs(d):.3f} ± {s:.3f} nats (paired standard error over {c['num_examples']} test images; "
+        f"Monte Carlo error ± {m:.3f})",
+        f"NLL {name_a}: {c['nll'][0]:.3f} (k={c['k'][0]}), {name_b}: {c['nll'][1]:.3f} (k={c['k'][1]})",
+        f"{name_a} has the lower NLL on {100 * c['a_better_on']:.1f}% of the images",
+    ])
 
 
 def format_table(result):
     """A short human-readable table of an evaluation result."""
     rows = [
         ("test images", f"{result['num_examples']}"),
-        (f"NLL (IWAE, k={result['k']})", f"{result['nll']:.2f} ± {result['nll_stderr']:.2f} nats"),
+        (f"NLL (IWAE, k={result['k']})", f"{result['nll']:.3f} nats"),
+        ("  spread over images", f"± {result['nll_stderr']:.3f} (standard error of the mean)"),
+        ("  Monte Carlo error", f"± {result['nll_mc_stderr']:.3f} (jackknife over {JACKKNIFE_GROUPS} sample groups)"),
         ("bits per dimension", f"{result['bits_per_dim']:.4f}"),
         ("negative ELBO", f"{result['negative_elbo']:.2f} nats"),
         ("  reconstruction", f"{result['reconstruction_loss']:.2f} nats"),

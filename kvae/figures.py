@@ -31,8 +31,13 @@ def write_all(model, x_test_uint8, y_test, history_rows, run_dir, seed=0, datase
         out[name] = os.path.join(run_dir, name)
         return out[name]
 
-    title = "samples from the prior" + (" (classes in turn)" if conditional else "")
+    prior = getattr(model, "prior", "normal")
+    title = ("samples from the learned VampPrior" if prior == "vamp" else "samples from the prior") + (
+        " (classes in turn)" if conditional else ""
+    )
     plots.save_grid(model.sample(64, seed=seed), path("samples.png"), title)
+    if prior == "vamp":
+        plots.save_grid(pseudo_inputs(model, 64), path("pseudo_inputs.png"), "VampPrior pseudo-inputs (the first 64)")
     if conditional:
         class_samples(model, path("class_samples.png"), seed, names)
     plots.save_reconstructions(x[:32], model.reconstruct(x[:32], _first(y, 32)), path("reconstructions.png"))
@@ -58,6 +63,13 @@ def class_samples(model, path, seed=0, names=None, per_class=10):
     names = names or [str(c) for c in range(model.num_classes)]
     plots.save_grid(images, path, "samples of each class (rows)", ncols=per_class, row_names=names[: model.num_classes])
     return images
+
+
+def pseudo_inputs(model, n):
+    """The first n of a VampPrior's pseudo-inputs as images in [0, 1]: (n, *input_shape)."""
+    from keras import ops
+
+    return np.clip(ops.convert_to_numpy(model.pseudo_inputs[:n]), 0.0, 1.0)
 
 
 def _first(labels, n):

@@ -27,11 +27,26 @@ def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1)
 
     config, model = load_run(run_dir)
     splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
-    x = protocol.prepare_eval(splits.x_test[:limit], config.binarize)
-    result = evaluate(model, x, splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
+    _, x = protocol.evaluation_views(splits.x_val, splits.x_test, config.binarize)  # drawn whole, then cut
+    result = evaluate(model, x[:limit], splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
+    result["test_draw"] = protocol.draw_name(config.binarize)
     with open(os.path.join(run_dir, EVALUATION_FILE), "w") as f:
         json.dump(result, f, indent=2)
     return result
+
+
+def compare_runs(run_dir_a, run_dir_b):
+    """Paired comparison of two evaluated runs (their evaluation.json files); see kvae.evaluate.compare."""
+    from kvae.evaluate import compare
+
+    results = []
+    for run_dir in (run_dir_a, run_dir_b):
+        path = os.path.join(run_dir, EVALUATION_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"{path} not found: evaluate the run first with `kvae evaluate {run_dir}`.")
+        with open(path) as f:
+            results.append(json.load(f))
+    return compare(*results)
 
 
 def plot_run(run_dir):

@@ -36,3 +36,14 @@ def tiny_gaussian_conv_run(tmp_path_factory, splits):
     """A Gaussian conv VAE trained for one epoch on 2,000 real images: (run_dir, TrainResult)."""
     run_dir = tmp_path_factory.mktemp("tiny_gaussian_conv_run")
     return run_dir, _train_tiny(run_dir, splits, architecture="conv", likelihood="gaussian", latent_dim=4)
+
+
+@pytest.fixture(scope="session")
+def tiny_vamp_run(tmp_path_factory, splits):
+    """A Bernoulli VampPrior VAE (gated MLP 64-64, latent 4, K = 10 pseudo-inputs started from training images,
+    log-variance in [-6, 2], IWAE k = 2) trained for one epoch on 500 real images: (run_dir, TrainResult)."""
+    run_dir = tmp_path_factory.mktemp("tiny_vamp_run")
+    return run_dir, _train_tiny(
+        run_dir, splits, train_limit=500, latent_dim=4, prior="vamp", num_pseudo_inputs=10, mlp_layer="gated",
+        mlp_hidden_units=[64, 64], log_var_bounds=[-6.0, 2.0], objective="iwae", iw_samples=2,
+    )

@@ -102,3 +102,37 @@ def test_two_dimensional_latent_gets_a_manifold(tmp_path, splits):
 
     _train_tiny(tmp_path, splits, latent_dim=2, train_limit=500)
     assert (tmp_path / "manifold.png").exists() and (tmp_path / "latent_scatter.png").exists()
+
+
+def test_monte_carlo_error_is_zero_at_the_exact_posterior_and_matches_the_spread_over_seeds():
+    model, x, _ = _linear_gaussian_vae(exact_posterior=True)
+    assert evaluate(model, x, k=20, verbose=0)["nll_mc_stderr"] == pytest.approx(0.0, abs=1e-6)  # every weight equal
+    model, x, _ = _linear_gaussian_vae(exact_posterior=False)
+    runs = [evaluate(model, x, k=50, seed=s, verbose=0) for s in range(12)]
+    spread = np.std([r["nll"] for r in runs], ddof=1)  # what another evaluation seed moves the estimate by
+    reported = np.mean([r["nll_mc_stderr"] for r in runs])
+    assert 0.5 * spread < reported < 2.0 * spread, (reported, spread)
+    assert runs[0]["nll_stderr"] > 5 * reported  # here the images vary far more than the estimate
+
+
+def test_compare_pairs_images_and_names_the_winner(tiny_run, tmp_path, capsys):
+    from kvae.evaluate import compare, format_comparison
+
+    model, x, _ = _linear_gaussian_vae(exact_posterior=True)
+    loose, _, _ = _linear_gaussian_vae(exact_posterior=False)
+    a, b = evaluate(model, x, k=50, verbose=0), evaluate(loose, x, k=1, verbose=0)
+    c = compare(a, b)
+    per_image = np.asarray(a["nll_per_image"]) - np.asarray(b["nll_per_image"])
+    assert c["difference"] == pytest.approx(per_image.mean()) and c["difference"] < 0
+    assert c["difference_stderr"] == pytest.approx(per_image.std(ddof=1) / math.sqrt(len(x)))
+    assert format_comparison(c, "exact", "loose").startswith("exact beats loose by ")
+    with pytest.raises(ValueError, match="same test images"):
+        compare(a, evaluate(model, x[:10], k=5, verbose=0))
+    # The command: a run against itself differs by exactly 0.
+    run_dir, _ = tiny_run
+    assert main(["evaluate", str(run_dir), "--k", "5", "--limit", "30"]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(run_dir), str(run_dir)]) == 0
+    assert "by 0.000 ± 0.000 nats" in capsys.readouterr().out
+    assert main(["compare", str(run_dir), str(tmp_path)]) == 2
+    assert "evaluate the run first" in capsys.readouterr().err

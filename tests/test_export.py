@@ -23,8 +23,8 @@ OUTPUTS = {
 }
 INPUTS = {"encoder": "x", "decoder": "z"}
 MANIFEST_KEYS = {
-    "format_version", "kvae_version", "latent_dim", "input_shape", "likelihood", "observation_log_var", "value_range",
-    "preprocessing", "models", "files", "training_config", "test_metrics",
+    "format_version", "kvae_version", "latent_dim", "input_shape", "likelihood", "prior", "observation_log_var",
+    "value_range", "preprocessing", "models", "files", "training_config", "test_metrics",
 }  # fmt: skip
 
 
@@ -76,7 +76,8 @@ def test_layout_and_manifest(exported):
     manifest = _read_json(os.path.join(out, "manifest.json"))
     assert manifest == result.manifest
     assert set(manifest) == MANIFEST_KEYS
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == 2
+    assert manifest["prior"] == {"type": "normal"}
     assert manifest["kvae_version"] == kvae.__version__
     assert manifest["latent_dim"] == model.latent_dim
     assert manifest["input_shape"] == [28, 28, 1]
@@ -87,6 +88,7 @@ def test_layout_and_manifest(exported):
     assert manifest["likelihood"] == likelihood
     assert manifest["value_range"] == [0.0, 1.0]
     assert "255" in manifest["preprocessing"]
+    assert "numpy.random.seed(777)" in manifest["preprocessing"] and "rows 50000..59999" in manifest["preprocessing"]
     assert manifest["training_config"] == _read_json(os.path.join(run_dir, "config.json"))
     assert manifest["test_metrics"] == _read_json(os.path.join(run_dir, "test_metrics.json"))
 
@@ -161,6 +163,7 @@ def test_onnx_metadata_props(exported):
         assert int(props["latent_dim"]) == model.latent_dim
         assert json.loads(props["input_shape"]) == [28, 28, 1]
         assert props["likelihood"] == likelihood
+        assert props["prior"] == "normal" and "num_components" not in props
         assert props["kvae_version"] == kvae.__version__
 
 

@@ -126,6 +126,10 @@ def test_presets_are_valid_configs_of_the_documented_models():
     from kvae.config import PRESETS
 
     mlp = build_model(TrainConfig(**PRESETS["fashion-mlp"]), (28, 28, 1))
-    assert [layer.units for layer in mlp.encoder.layers if layer.name.startswith("dense_")] == [500, 500]
+    assert [layer.units for layer in mlp.encoder.layers if layer.name.startswith("gated_")] == [300, 300]
+    assert (mlp.prior, mlp.objective, mlp.iw_samples, mlp.latent_dim) == ("normal", "iwae", 5, 40)
+    assert mlp.encoder.get_layer("z_log_var").get_config()["low"] == -6.0
+    vamp = build_model(TrainConfig(**PRESETS["fashion-vamp"]), (28, 28, 1))
+    assert (vamp.prior, vamp.num_pseudo_inputs, vamp.objective, vamp.iw_samples) == ("vamp", 500, "iwae", 5)
     conv = build_model(TrainConfig(**PRESETS["fashion-conv"]), (28, 28, 1))
     assert conv.encoder.get_layer("dense").units == 512 and conv.latent_dim == 50

@@ -36,6 +36,11 @@ def evaluation_views(x_val_uint8, x_test_uint8, binarize):
     return tuple(np.asarray(x).astype(np.float32) / 255.0 for x in (x_val_uint8, x_test_uint8))
 
 
+def draw_name(binarize):
+    """How evaluation_views made the test images, as recorded in evaluation.json."""
+    return f"published-{PUBLISHED_DRAW_SEED}" if binarize else "grey"
+
+
 def binarize_once(x_uint8, seed=TEST_BINARIZATION_SEED):
     """Binarizes images once, reproducibly: float32 in {0, 1}, same shape."""
     rng = np.random.default_rng(seed)
