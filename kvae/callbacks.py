@@ -1,17 +1,11 @@
 """Training callbacks: KL warm-up, a crash-safe per-epoch checkpoint, a NaN guard."""
 
-import json
 import os
-import shutil
 
 import keras
 import numpy as np
 
-STATE_FILE = "state.json"
-MODEL_FILE = "model.keras"
-BEST_FILE = "best.keras"
-HISTORY_FILE = "history.csv"
-CHECKPOINT_DIR = "checkpoints"
+from kvae.rundir import RunDir, atomic_copy, atomic_write
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -54,35 +48,56 @@ class StopOnNaN(keras.callbacks.Callback):
 class EpochCheckpoint(keras.callbacks.Callback):
     """After every finished epoch with a finite loss: saves the model and the history.
 
-    Layout in `run_dir`: checkpoints/epoch-NNNN.keras (model with optimizer
-    state), state.json (the last completed epoch, the history rows and the
-    best epoch so far; it is replaced atomically and only after its
+    Files (kvae.rundir.RunDir names them): the epoch's checkpoint (model with
+    optimizer state), state.json (the last completed epoch, the history rows
+    and the best epoch so far; it is replaced atomically and only after its
     checkpoint is complete, so a kill at any moment leaves a consistent
     pair), model.keras and history.csv (the model to use and its history,
     also replaced atomically). model.keras is the last epoch's model, or
     with keep_best=True the best one by `monitor` (lower is better), which
     is also kept as best.keras while training goes on.
 
+    Resuming lives here too, as in Keras's BackupAndRestore: `resume(model)`
+    loads the last checkpoint's weights and optimizer state into a freshly
+    built model, and the rows, best epoch and epoch count come from state.json.
+
     Args:
-        run_dir: the run directory.
-        history: rows of the epochs already done (when resuming).
+        run_dir: the run directory (a path or a RunDir).
+        history: rows of the epochs already done; by default those of state.json.
         monitor: the log to rank epochs by, e.g. "val_negative_elbo"; None ranks none.
         keep_best: model.keras holds the best epoch instead of the last.
         patience: None, or stop training after this many epochs without a new best.
-        best: {"epoch": e, "value": v} saved by an earlier call (when resuming), or None.
     """
 
-    def __init__(self, run_dir, history=(), monitor=None, keep_best=False, patience=None, best=None):
+    def __init__(self, run_dir, history=None, monitor=None, keep_best=False, patience=None):
         super().__init__()
         if (keep_best or patience) and monitor is None:
             raise ValueError(f"keep_best and patience need a `monitor`. Received: monitor=None, keep_best={keep_best}, patience={patience}")
-        self.run_dir = run_dir
-        self.rows = list(history)
+        self.run = RunDir(run_dir)
         self.monitor = monitor
         self.keep_best = keep_best
         self.patience = patience
-        self.best = dict(best) if best else None
-        self.stopped_early = False
+        self.saved = self.run.read_state()  # None: a new run
+        saved = self.saved or {}
+        self.rows = list(saved.get("history", []) if history is None else history)
+        self.best = saved.get("best")
+        self.stopped_early = saved.get("stopped_early", False)
+        self.initial_epoch = saved.get("epoch", 0)  # epochs already done
+
+    def resume(self, model, example):
+        """Loads the last checkpoint (weights and optimizer state) into `model`, compiled as saved.
+
+        `example`: one batch of model inputs, to build a model that has not
+        been called yet. Returns the number of epochs already done (0 for a new run).
+        """
+        if self.saved is None:
+            return 0
+        if not model.built:
+            model(example)
+        if not model.optimizer.built:
+            model.optimizer.build(model.trainable_variables)
+        model.load_weights(self.saved["checkpoint_path"])
+        return self.initial_epoch
 
     def on_epoch_end(self, epoch, logs=None):
         # np.mean: under a multi-worker strategy logs are length-1 vectors (see kvae.distribute).
@@ -97,53 +112,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if self.patience and self.best and epoch + 1 - self.best["epoch"] >= self.patience:
             self.stopped_early = True
             self.model.stop_training = True
-        ckpt_dir = os.path.join(self.run_dir, CHECKPOINT_DIR)
-        os.makedirs(ckpt_dir, exist_ok=True)
-        ckpt = os.path.join(ckpt_dir, f"epoch-{epoch + 1:04d}.keras")
+        os.makedirs(self.run.checkpoints, exist_ok=True)
+        ckpt = self.run.checkpoint(epoch + 1)
         self.model.save(ckpt)
-        best_path = os.path.join(self.run_dir, BEST_FILE)
         if self.keep_best and improved:
-            _atomic_copy(ckpt, best_path)
-        state = {
+            atomic_copy(ckpt, self.run.best)
+        self.run.write_state({
             "epoch": epoch + 1, "checkpoint": os.path.basename(ckpt), "history": self.rows,
             "best": self.best, "stopped_early": self.stopped_early,
-        }
-        _atomic_write(os.path.join(self.run_dir, STATE_FILE), json.dumps(state, indent=1))
-        # Older checkpoints are no longer referenced by state.json.
-        for name in os.listdir(ckpt_dir):
-            if name != os.path.basename(ckpt):
-                os.remove(os.path.join(ckpt_dir, name))
-        _atomic_copy(best_path if self.keep_best else ckpt, os.path.join(self.run_dir, MODEL_FILE))
-        _atomic_write(os.path.join(self.run_dir, HISTORY_FILE), history_csv(self.rows))
+        })
+        self.run.keep_only_checkpoint(ckpt)  # older ones are no longer referenced by state.json
+        atomic_copy(self.run.best if self.keep_best else ckpt, self.run.model)
+        atomic_write(self.run.history, history_csv(self.rows))
 
 
 def load_state(run_dir):
     """The saved training state of a run, or None if it has finished no epoch."""
-    path = os.path.join(run_dir, STATE_FILE)
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        state = json.load(f)
-    state["checkpoint_path"] = os.path.join(run_dir, CHECKPOINT_DIR, state["checkpoint"])
-    return state
+    return RunDir(run_dir).read_state()
 
 
 def history_csv(rows):
     keys = list(dict.fromkeys(k for row in rows for k in row))
     lines = [",".join(keys)] + [",".join(repr(row.get(k, "")) for k in keys) for row in rows]
     return "\n".join(lines) + "\n"
-
-
-def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_copy(src, dst):
-    tmp = dst + ".tmp"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)

@@ -110,7 +110,8 @@ def _add_evaluate(sub):
 
 def _evaluate(args):
     from kvae.evaluate import format_table
-    from kvae.runs import EVALUATION_FILE, evaluate_run
+    from kvae.rundir import RunDir
+    from kvae.runs import evaluate_run
 
     try:
         result = evaluate_run(args.run_dir, k=args.k, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
@@ -119,7 +120,7 @@ def _evaluate(args):
         print(f"kvae evaluate: error: {e}", file=sys.stderr)
         return 2
     print(format_table(result))
-    print(f"written to {os.path.join(args.run_dir, EVALUATION_FILE)}")
+    print(f"written to {RunDir(args.run_dir).evaluation}")
     return 0
 
 

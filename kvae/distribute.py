@@ -49,19 +49,29 @@ def is_chief():
     return kind == "worker" and index == 0 and not has_chief
 
 
-def prepare_model(model, strategy):
-    """Lets `fit` run under MultiWorkerMirroredStrategy on Keras 3.
+def needs_vector_logs():
+    """True inside a MultiWorkerMirroredStrategy scope on TensorFlow: then metric results need a length-1 axis.
 
     Keras 3 reduces each step's logs with strategy.reduce("MEAN", v, axis=0),
     which fails on scalar logs under a multi-worker strategy
     (tensorflow/tensorflow#72388). Metric results are already synchronised
     across workers, so giving them a length-1 axis makes that reduction
-    correct: the mean of equal values.
+    correct: the mean of equal values. VAE.get_metrics_result asks this at
+    trace time; `scalar_logs_callback` turns the logs back into floats.
     """
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        return False
     import tensorflow as tf
 
-    model.vector_logs = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    return model
+    return isinstance(tf.distribute.get_strategy(), tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def is_multi_worker(strategy):
+    import tensorflow as tf
+
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
 def scalar_logs_callback():

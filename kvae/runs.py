@@ -4,16 +4,17 @@ import json
 import os
 
 from kvae.config import TrainConfig
+from kvae.rundir import RunDir
 
-EVALUATION_FILE = "evaluation.json"
+EVALUATION_FILE = RunDir.EVALUATION  # kept for callers of kvae.runs.EVALUATION_FILE
 
 
 def load_run(run_dir):
     """Returns (config, model) of a run directory, with errors that say what is missing."""
     import keras
 
-    config_path = os.path.join(run_dir, "config.json")
-    model_path = os.path.join(run_dir, "model.keras")
+    run = RunDir(run_dir)
+    config_path, model_path = run.config, run.model
     for path in (config_path, model_path):
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished kvae run (train it with `kvae train --run-dir {run_dir}`).")
@@ -30,8 +31,7 @@ def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1)
     _, x = protocol.evaluation_views(splits.x_val, splits.x_test, config.binarize)  # drawn whole, then cut
     result = evaluate(model, x[:limit], splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
     result["test_draw"] = protocol.draw_name(config.binarize)
-    with open(os.path.join(run_dir, EVALUATION_FILE), "w") as f:
-        json.dump(result, f, indent=2)
+    RunDir(run_dir).write_json(RunDir(run_dir).evaluation, result)
     return result
 
 
@@ -41,7 +41,7 @@ def compare_runs(run_dir_a, run_dir_b):
 
     results = []
     for run_dir in (run_dir_a, run_dir_b):
-        path = os.path.join(run_dir, EVALUATION_FILE)
+        path = RunDir(run_dir).evaluation
         if not os.path.exists(path):
             raise FileNotFoundError(f"{path} not found: evaluate the run first with `kvae evaluate {run_dir}`.")
         with open(path) as f:

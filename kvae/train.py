@@ -1,24 +1,21 @@
 """`kvae train`: data -> VAE -> model.fit, with resume, a NaN guard and pictures."""
 
 import dataclasses
-import json
 import os
 
 import keras
 import numpy as np
 
 from kvae import architectures, figures
-from kvae.callbacks import MODEL_FILE, EpochCheckpoint, KLWarmup, StopOnNaN, load_state
+from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN
 from kvae.config import TrainConfig
 from kvae.data import load_dataset
 from kvae.data import pipeline
-from kvae.distribute import is_chief, make_strategy, prepare_model, scalar_logs_callback
+from kvae.distribute import is_chief, is_multi_worker, make_strategy, scalar_logs_callback
 from kvae.optimizers import FusedAdam
 from kvae.precision import policy_scope
+from kvae.rundir import RunDir
 from kvae.vae import VAE
-
-CONFIG_FILE = "config.json"
-METRICS_FILE = "test_metrics.json"
 
 
 class TrainingDiverged(RuntimeError):
@@ -106,89 +103,88 @@ def learning_rate(config, num_train):
     return keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps=steps)
 
 
-def train(config, splits=None, verbose="auto", strategy=None):
+def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), optimizer=None, train_data=None):
     """Trains (or resumes) the run in `config.run_dir` and writes its files.
 
     Re-running with the same config resumes after the last completed epoch;
     a different config for an existing run directory is an error. `strategy`
     (a tf.distribute strategy) overrides `config.strategy`. Under a
     multi-worker strategy every worker runs this; only the chief writes.
+
+    Hooks, so that users and the benchmarks extend training without patching it:
+        callbacks: Keras callbacks run after kvae's own (warm-up, NaN guard,
+            checkpoint, TensorBoard), in the order given.
+        optimizer: a Keras optimizer to use instead of FusedAdam with the
+            config's learning rate and schedule. A resumed run loads its saved
+            optimizer state into it, so pass the same kind of optimizer again.
+        train_data: a callable (x_train, config) -> tf.data.Dataset of training
+            batches, instead of kvae.data.pipeline.train_dataset.
     """
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief()
-    os.makedirs(config.run_dir, exist_ok=True)
+    run = RunDir(config.run_dir)
+    os.makedirs(run.path, exist_ok=True)
     if chief:
         _check_or_write_config(config)
     if splits is None:
         splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
     x_train, x_val, x_test = model_inputs(config, splits)
 
+    checkpoint = EpochCheckpoint(
+        run, monitor=monitored_bound(config), keep_best=config.keep_best, patience=config.early_stopping_patience
+    )
     keras.utils.set_random_seed(config.seed)  # weight initialisation
-    state = load_state(config.run_dir)
     with strategy.scope():  # variables, optimizer state and checkpoints live under the strategy
-        if state is None:
-            model = build_model(config, splits.input_shape)
-            if config.prior == "vamp":
-                init_pseudo_inputs(model, x_train, config.seed)
-            model.compile(
-                optimizer=FusedAdam(learning_rate(config, len(x_train))),  # Adam's math, fewer passes
-                # 20 steps per tf.function call: 1.31x samples/s on the MLP (BENCHMARKS.md, tuning notes);
-                # one step under several replicas, where Keras 3's multi-step loop fails multi-worker.
-                steps_per_execution=20 if strategy.num_replicas_in_sync == 1 else 1,
-            )
-            done, history = 0, []
-        else:
-            model = keras.saving.load_model(state["checkpoint_path"])
-            done, history = state["epoch"], state["history"]
-            print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
-        prepare_model(model, strategy)
+        model = build_model(config, splits.input_shape)
+        if config.prior == "vamp":
+            init_pseudo_inputs(model, x_train, config.seed)
+        model.compile(
+            optimizer=optimizer or FusedAdam(learning_rate(config, len(x_train))),  # Adam's math, fewer passes
+            # 20 steps per tf.function call: 1.31x samples/s on the MLP (BENCHMARKS.md, tuning notes);
+            # one step under several replicas, where Keras 3's multi-step loop fails multi-worker.
+            steps_per_execution=20 if strategy.num_replicas_in_sync == 1 else 1,
+        )
+        example = next(iter(pipeline.eval_dataset(x_val, 2)))  # builds the model before weights are loaded into it
+        done = checkpoint.resume(model, example)  # the last checkpoint's weights and optimizer state, if any
+    if done:
+        print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
 
     nan_guard = StopOnNaN()
-    checkpoint = EpochCheckpoint(
-        config.run_dir, history, monitor=monitored_bound(config), keep_best=config.keep_best,
-        patience=config.early_stopping_patience, best=(state or {}).get("best"),
-    )
-    callbacks = [nan_guard]
+    kvae_callbacks = [nan_guard]
     if chief:
-        callbacks += [checkpoint, keras.callbacks.TensorBoard(os.path.join(config.run_dir, "logs"))]
+        kvae_callbacks += [checkpoint, keras.callbacks.TensorBoard(run.logs)]
     if config.warmup_epochs:
-        callbacks.insert(0, KLWarmup(config.beta, config.warmup_epochs))
-    if model.vector_logs:
-        callbacks.insert(0, scalar_logs_callback())
-    finished = state is not None and state.get("stopped_early", False)
-    if done < config.epochs and not finished:
+        kvae_callbacks.insert(0, KLWarmup(config.beta, config.warmup_epochs))
+    if is_multi_worker(strategy):
+        kvae_callbacks.insert(0, scalar_logs_callback())
+    if done < config.epochs and not checkpoint.stopped_early:
+        make_batches = train_data or (lambda x, c: pipeline.train_dataset(x, c.batch_size, c.binarize, seed=c.seed))
         model.fit(
-            _shard_by_data(pipeline.train_dataset(x_train, config.batch_size, config.binarize, seed=config.seed)),
+            _shard_by_data(make_batches(x_train, config)),
             epochs=config.epochs,
             initial_epoch=done,
             validation_data=pipeline.eval_dataset(x_val, config.batch_size),
-            callbacks=callbacks,
+            callbacks=kvae_callbacks + list(callbacks),
             shuffle=False,  # the pipeline shuffles, seeded
             verbose=verbose,
         )
     if nan_guard.failed_at is not None:
         epoch, batch = nan_guard.failed_at
         saved = len(checkpoint.rows)
-        kept = (
-            f"{os.path.join(config.run_dir, 'model.keras')} keeps the last good model (epoch {saved})"
-            if saved
-            else "no epoch had completed, so no model was saved"
-        )
+        kept = f"{run.model} keeps the last good model (epoch {saved})" if saved else "no epoch had completed, so no model was saved"
         raise TrainingDiverged(
             f"The loss became NaN/Inf in epoch {epoch + 1}, batch {batch + 1}; training stopped and {kept}. "
             "Lower --learning-rate, use a warm-up (--warmup-epochs), or check the data for NaN."
         )
 
-    if config.keep_best and chief and checkpoint.best is not None:
-        # Evaluate (and draw) the best-validation weights, which model.keras holds.
-        model.set_weights(keras.saving.load_model(os.path.join(config.run_dir, MODEL_FILE)).get_weights())
+    if config.keep_best and checkpoint.best is not None:
+        model.load_weights(run.model)  # evaluate (and draw) the best-validation weights, which model.keras holds
     model.kl_weight.assign(config.beta)
     test_metrics = evaluate_elbo(model, x_test, config.batch_size)  # collective: every worker runs it
     if not chief:
         return TrainResult(model, checkpoint.rows, test_metrics, done)
-    with open(os.path.join(config.run_dir, METRICS_FILE), "w") as f:
-        json.dump(test_metrics, f, indent=2)
-    figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, config.run_dir, config.seed, config.dataset,
+    run.write_json(run.test_metrics, test_metrics)
+    figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, run.path, config.seed, config.dataset,
                       splits.class_names)
     return TrainResult(model, checkpoint.rows, test_metrics, done)
 
@@ -197,7 +193,10 @@ def evaluate_elbo(model, x, batch_size):
     """One-sample estimate of the test negative ELBO and its parts, in nats per image."""
     logs = model.evaluate(pipeline.eval_dataset(x, batch_size), return_dict=True, verbose=0)
     recon, kl = float(np.mean(logs["reconstruction_loss"])), float(np.mean(logs["kl_loss"]))
-    return {"negative_elbo": recon + kl, "reconstruction_loss": recon, "kl_loss": kl, "num_examples": len(x)}
+    metrics = {"negative_elbo": recon + kl, "reconstruction_loss": recon, "kl_loss": kl, "num_examples": len(x)}
+    if "negative_iw_bound" in logs:
+        metrics["negative_iw_bound"] = float(np.mean(logs["negative_iw_bound"]))
+    return metrics
 
 
 def _shard_by_data(dataset):
@@ -210,7 +209,7 @@ def _shard_by_data(dataset):
 
 
 def _check_or_write_config(config):
-    path = os.path.join(config.run_dir, CONFIG_FILE)
+    path = RunDir(config.run_dir).config
     if os.path.exists(path):
         old = TrainConfig.load(path).to_dict()
         new = config.to_dict()

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import conditional, losses, priors
+from kvae import conditional, distribute, losses, priors
 from kvae.config import LIKELIHOODS, OBJECTIVES
 from kvae.layers import Sampling
 
@@ -252,7 +252,7 @@ class VAE(keras.Model):
 
     def get_metrics_result(self):
         result = super().get_metrics_result()
-        if getattr(self, "vector_logs", False):  # set by kvae.distribute.prepare_model
+        if distribute.needs_vector_logs():  # multi-worker runs: see kvae.distribute
             return {name: ops.reshape(value, (1,)) for name, value in result.items()}
         return result
 

@@ -10,11 +10,14 @@ import time
 import keras
 import numpy as np
 import pytest
+from keras import ops
 
 from kvae import architectures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
 from kvae.cli import main
 from kvae.config import TrainConfig
+from kvae.data import pipeline
+from kvae.optimizers import FusedAdam
 from kvae.train import TrainingDiverged, build_model, train
 from kvae.vae import VAE
 
@@ -133,3 +136,26 @@ def test_presets_are_valid_configs_of_the_documented_models():
     assert (vamp.prior, vamp.num_pseudo_inputs, vamp.objective, vamp.iw_samples) == ("vamp", 500, "iwae", 5)
     conv = build_model(TrainConfig(**PRESETS["fashion-conv"]), (28, 28, 1))
     assert conv.encoder.get_layer("dense").units == 512 and conv.latent_dim == 50
+
+
+def test_resume_restores_the_weights_and_the_optimizer_state(tmp_path, splits):
+    x = pipeline.binarize_once(splits.x_train[:300])
+
+    def fresh():
+        encoder, decoder = architectures.build("mlp", (28, 28, 1), 3, hidden=(16,))
+        model = VAE(encoder, decoder, seed=0)
+        model.compile(optimizer=FusedAdam(1e-3))
+        return model
+
+    trained = fresh()
+    trained.fit(x, epochs=1, batch_size=100, callbacks=[EpochCheckpoint(str(tmp_path))], verbose=0)
+    resumed = fresh()
+    assert EpochCheckpoint(str(tmp_path)).resume(resumed, x[:2]) == 1
+    assert int(resumed.optimizer.iterations) == 3
+    for a, b in zip(trained.weights + trained.optimizer.variables, resumed.weights + resumed.optimizer.variables):
+        np.testing.assert_array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b), err_msg=a.path)
+    untouched = fresh()
+    assert any(
+        not np.array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
+        for a, b in zip(untouched.trainable_weights, trained.trainable_weights)
+    )
