@@ -157,7 +157,7 @@ def main(argv=None):
     from kvae.data import load_dataset, pipeline
 
     splits = load_dataset("fashion_mnist")
-    x_test = pipeline.prepare_eval(splits.x_test[:1024], binarize=True)
+    x_test = pipeline.evaluation_views(splits.x_val, splits.x_test, True)[1][:1024]  # the published draw
     rng = np.random.default_rng(0)
     results = {}
     with tempfile.TemporaryDirectory(prefix="kvae-inference-") as tmp:

@@ -20,6 +20,8 @@ TRAIN_NAMES = {
     "torch": "PyTorch reference, default threads",
     "torch_1thread": "PyTorch reference, 1 thread",
     "kvae_1thread": "kvae train with TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 (not the default)",
+    "torch_vamp": "PyTorch reference (benchmarks/torch_vamp.py), default threads",
+    "torch_vamp_1thread": "PyTorch reference (benchmarks/torch_vamp.py), 1 thread",
 }
 INFER_NAMES = {
     "onnxruntime": "onnxruntime (its defaults: a thread per core, spinning)",
@@ -57,14 +59,30 @@ def render(results):
         f"Whole run: {results['wall_s'] / 60:.1f} min.",
         "",
     ]
+    carried = results.get("carried", {})
     if "training" in results:
-        lines += _training(results, peak)
+        lines += _carried(carried, "training", "step_floor")
+        lines += _training(results, (carried.get("training") or {}).get("peak_gflops") or peak)
     if "inference" in results:
+        lines += _carried(carried, "inference")
         lines += _inference(results["inference"])
     if "quality" in results:
+        lines += _carried(carried, "quality")
         lines += _quality(results["quality"])
+    if "vamp_race" in results:
+        lines += _carried(carried, "vamp_race")
+        lines += _vamp_race(results["vamp_race"])
     lines += [END]
     return "\n".join(lines) + "\n"
+
+
+def _carried(carried, *keys):
+    """A line saying that a section comes from an earlier run, when it does."""
+    origin = next((carried[k] for k in keys if k in carried), None)
+    if not origin:
+        return []
+    return [f"*The next section comes from the run of {origin.get('date')} (commit {origin.get('commit')}), "
+            "kept from results.json: this run did not repeat it.*", ""]
 
 
 def _training(results, peak):
@@ -166,8 +184,8 @@ def _quality(q):
         f"MLP VAE (latent 50, batch 100, Adam 1e-3, dynamic binarization, "
         f"{'the first %s' % format(s['train_limit'], ',') if s.get('train_limit') else 'all 50,000'} training images), kvae train vs "
         f"the PyTorch reference ({TRAIN_NAMES.get(q.get('torch'), q.get('torch'))}), epochs alternating. After every "
-        f"epoch the weights go to kvae.evaluate.evaluate (IWAE on the first {s['num_images']:,} test images, binarized "
-        f"with the fixed protocol seed), off the clock: k = {s['screen_k']} as a screen, then k = {s['k']} once the "
+        f"epoch the weights go to kvae.evaluate.evaluate (IWAE on the first {s['num_images']:,} test images, "
+        f"{_draw(s.get('test_draw'))}), off the clock: k = {s['screen_k']} as a screen, then k = {s['k']} once the "
         f"screen is within {s['screen_margin']:g} nats of the threshold; the crossing is judged on k = {s['k']}. "
         f"Clock: the epochs as each contender "
         f"spends them (kvae train: training, validation and its per-epoch checkpoint; PyTorch: training); "
@@ -202,6 +220,89 @@ def _quality(q):
         cells = []
         for n in names:
             c = q["curves"][n]
+            if e >= len(c):
+                cells.append("")
+                continue
+            full = "" if c[e]["nll"] is None else " / %.2f" % c[e]["nll"]
+            cells.append(f"{c[e]['screen_nll']:.2f}{full} at {c[e]['clock_s']:.0f} s")
+        out.append(f"| {e + 1} | " + " | ".join(cells) + " |")
+    out.append("")
+    return out
+
+
+def _draw(test_draw):
+    """How the test images were binarized, from the results' `test_draw` (absent before the published draw)."""
+    if test_draw and test_draw.startswith("published-"):
+        return f"binarized by the published draw (seed {test_draw.split('-', 1)[1]}, kvae/data/protocol.py)"
+    return "binarized once with a fixed seed (`binarize_once`, before kvae adopted the published draw)"
+
+
+def _vamp_race(race):
+    s, r = race["settings"], race["recipe"]
+    names = race["contenders"]
+    kvae, torch_name = "kvae", race["torch"]
+    images = f"the first {s['train_limit']:,}" if s.get("train_limit") else "all 50,000"
+    probe = race.get("probe")
+    probe_text = ""
+    if probe:
+        probe_text = (" It races the faster PyTorch thread setting in a short probe before the race ("
+                      + ", ".join(f"{TRAIN_NAMES.get(n, n).split(', ')[-1]} {v['samples_per_s']:,.0f} samples/s"
+                                  for n, v in probe.items()) + ").")
+    out = [
+        f"### Time to quality: `kvae train --preset {race['preset']}` against PyTorch",
+        "",
+        f"The VampPrior recipe (gated MLP {'-'.join(str(u) for u in [784, *r['mlp_hidden_units']])}, latent "
+        f"{r['latent_dim']}, log-variance in {r.get('log_var_bounds')}, K = {r['num_pseudo_inputs']} pseudo-inputs "
+        f"started from training images, IWAE with k = {r['iw_samples']}, batch {r['batch_size']}, Adam "
+        f"{r['learning_rate']:g} with a cosine decay over {r['epochs']} epochs, KL warm-up over {r['warmup_epochs']} "
+        f"epochs, {images} training images binarized anew every epoch), trained by kvae train as shipped and by "
+        f"the {TRAIN_NAMES.get(torch_name, torch_name)}, epochs alternating.{probe_text} "
+        f"After every epoch both contenders' weights go to the same estimator, off the clock: kvae.evaluate.evaluate, "
+        f"IWAE with the VampPrior's log p(z), on the first {s['num_images']:,} test images, "
+        f"{_draw(race.get('test_draw'))}; k = {s['screen_k']} as a screen, k = {s['k']} where the screen says a "
+        f"threshold may be near (benchmarks/vamp_race.py); a crossing is judged on k = {s['k']}. Clock: the epochs as "
+        "each contender spends them (kvae train: training, validation and its per-epoch checkpoint; PyTorch: "
+        "training), without start-up and evaluation; `training only` leaves out kvae's validation and checkpoint; "
+        "`epochs × median epoch` is the clock without the stalls of a shared machine. "
+        f"The race stopped: {race.get('stopped')}, after {race['wall_s'] / 60:.1f} min in all.",
+        "",
+        "| NLL below | kvae train: epoch | wall-clock | training only | PyTorch: epoch | wall-clock | "
+        "PyTorch time ÷ kvae time | training only | epochs × median epoch |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def crossing(c):
+        if c["epoch"] is None:
+            return ([f"not within {c['epochs_run']} epochs", "–", "–"] if c.get("epochs_run") is not None
+                    else ["–", "–", "–"])
+        return [f"{c['epoch']} ({c['nll']:.2f})", f"{c['clock_s']:.0f} s", f"{c['train_clock_s']:.0f} s"]
+
+    def ratio(v, bound=None):
+        return "–" if v is None else f"{'≥ ' if bound == '>=' else '≤ ' if bound == '<=' else ''}{v:.2f}×"
+
+    goals = []
+    for row in race["summary"]:
+        a, b = row[kvae], row[torch_name]
+        out.append(f"| {row['threshold']:g} | " + " | ".join(crossing(a)) + " | " + " | ".join(crossing(b)[:2]) + " | "
+                   + " | ".join([ratio(row["ratio"], row["bound"]), ratio(row["train_ratio"]), ratio(row["steady_ratio"])])
+                   + " |")
+        verdict = _goal(row["ratio"], 1.0) if row["bound"] is None else (
+            f"**{ratio(row['ratio'], row['bound'])}** (bound: only one contender crossed)")
+        goals.append(f"{row['threshold']:g} nats: {verdict}")
+    out += ["", "PyTorch's time ÷ kvae's, per threshold (goal ≥ 1.0×): " + "; ".join(goals) + ".", ""]
+    # The curve: every k-evaluation, every 10th epoch and the last.
+    length = max((len(c) for c in race["curves"].values()), default=0)
+    shown = [e for e in range(length)
+             if (e + 1) % 10 == 0 or e == length - 1
+             or any(e < len(c) and c[e]["nll"] is not None for c in race["curves"].values())]
+    out += [f"NLL after the epochs shown (k = {s['screen_k']} screen / k = {s['k']} where it ran; every k = {s['k']} "
+            "evaluation, every 10th epoch and the last) and the clock there:", "",
+            "| epoch | " + " | ".join(TRAIN_NAMES.get(n, n) for n in names) + " |",
+            "|---:|" + "---:|" * len(names)]
+    for e in shown:
+        cells = []
+        for n in names:
+            c = race["curves"][n]
             if e >= len(c):
                 cells.append("")
                 continue

@@ -1,9 +1,13 @@
-"""The benchmark: `python -m benchmarks.run [--quick] [--only train,inference,quality]`.
+"""The benchmark: `python -m benchmarks.run [--quick] [--only train,inference,quality,vamp-race]`.
 
 Writes benchmarks/results.json and the generated section of BENCHMARKS.md.
 Every comparison is a ratio measured in this run on this machine: the
 contenders live in separate processes and take turns (one epoch each, the
 order rotated every round), and the tables report medians.
+
+The parts: train, inference, quality (the default set) and vamp-race (hours:
+benchmarks/vamp_race.py). A run of some parts keeps the others' last results
+from results.json, marked with the date and commit of the run that made them.
 """
 
 import argparse
@@ -16,7 +20,7 @@ import sys
 import tempfile
 import time
 
-from benchmarks import harness
+from benchmarks import harness, vamp_race
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
@@ -40,6 +44,7 @@ FULL = {
     "quality": {"k": 1000, "num_images": 1000, "threshold": 240.0, "max_epochs": 40,
                 "screen_k": 100, "screen_margin": 3.0},
     "inference": {"calls_per_block": {"1": 300, "1024": 10}, "blocks": 7},
+    "vamp_race": vamp_race.FULL,
 }
 QUICK = {
     "train_limit": {"mlp": 2_000, "conv": 512},
@@ -47,7 +52,13 @@ QUICK = {
     "quality": {"k": 20, "num_images": 100, "threshold": 240.0, "max_epochs": 2, "train_limit": 2_000,
                 "screen_k": 5, "screen_margin": 1000.0},
     "inference": {"calls_per_block": {"1": 30, "1024": 2}, "blocks": 2},
+    "vamp_race": vamp_race.QUICK,
 }
+PARTS = {  # --only names -> the results.json keys they write
+    "train": ("training", "step_floor"), "inference": ("inference",), "quality": ("quality",),
+    "vamp-race": ("vamp_race",),
+}
+TEST_DRAW = vamp_race.TEST_DRAW  # the evaluator's test images: kvae.data.protocol's published draw
 
 
 def contender_specs(model, tmp, train_limit=None, dump=None):
@@ -169,7 +180,7 @@ def bench_quality(settings, tmp, progress, torch_name="torch_1thread"):
                     crossed[w.name] = point
     finally:
         harness.close_all(workers + [evaluator])
-    return {"settings": q, "curves": curves, "crossed": crossed, "torch": torch_name}
+    return {"settings": {**q, "test_draw": TEST_DRAW}, "curves": curves, "crossed": crossed, "torch": torch_name}
 
 
 def bench_inference(settings, tmp, progress):
@@ -210,10 +221,36 @@ def machine():
     }
 
 
+def carry_over(results, path, parts):
+    """Copies into `results` the parts not run this time from the results.json at `path`.
+
+    results["carried"][key] records the run each copied part comes from (its
+    date, commit and fp32 peak), so the report can say so.
+    """
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        previous = json.load(f)
+    origin = {"date": previous.get("date"), "commit": previous.get("machine", {}).get("commit"),
+              "peak_gflops": max((p["gflops"] for p in previous.get("peak", [])), default=None)}
+    for part, keys in PARTS.items():
+        if part in parts:
+            continue
+        for key in keys:
+            if key in previous:
+                results[key] = previous[key]
+                results.setdefault("carried", {})[key] = previous.get("carried", {}).get(key, origin)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every part, numbers meaningless")
-    p.add_argument("--only", default="train,inference,quality", help="comma-separated parts to run")
+    p.add_argument("--only", default="train,inference,quality",
+                   help=f"comma-separated parts to run, of {', '.join(PARTS)} (vamp-race takes hours)")
+    p.add_argument("--vamp-max-minutes", type=float, help="vamp-race: stop after this many minutes (default "
+                   f"{vamp_race.FULL['max_minutes']:g}; it stops by itself once both cross every threshold)")
+    p.add_argument("--vamp-max-epochs", type=int, help=f"vamp-race: at most this many epochs each "
+                   f"(default {vamp_race.FULL['max_epochs']})")
     p.add_argument("--results", help=f"JSON output (default {os.path.relpath(RESULTS)}; with --quick, a temp file)")
     p.add_argument("--markdown", help=f"file whose generated section is (re)written (default "
                    f"{os.path.relpath(MARKDOWN)}; with --quick, none: the tables are printed)")
@@ -225,6 +262,14 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     settings = QUICK if args.quick else FULL
     parts = set(args.only.split(","))
+    unknown = parts - set(PARTS)
+    if unknown:
+        p.error(f"--only: unknown parts {sorted(unknown)}; choose from {', '.join(PARTS)}")
+    race_settings = {**settings["vamp_race"]}
+    if args.vamp_max_minutes is not None:
+        race_settings["max_minutes"] = args.vamp_max_minutes
+    if args.vamp_max_epochs is not None:
+        race_settings["max_epochs"] = args.vamp_max_epochs
     started = time.time()
 
     def progress(msg):
@@ -250,6 +295,19 @@ def main(argv=None):
                 mlp = results["training"]["mlp"]["summary"]
                 torch_name = max(("torch", "torch_1thread"), key=lambda n: mlp[n]["samples_per_s"])
             results["quality"] = bench_quality(settings, tmp, progress, torch_name)
+        if "vamp-race" in parts:
+            progress(f"Time to quality, {vamp_race.PRESET}: kvae train vs benchmarks.torch_vamp (at most "
+                     f"{race_settings['max_epochs']} epochs each, {race_settings['max_minutes']:g} minutes)")
+            partial = os.path.join(tempfile.gettempdir(), "kvae-vamp-race.partial.json")
+            progress(f"  the race so far is kept in {partial} after every epoch")
+
+            def snapshot(race):
+                with open(partial, "w") as f:
+                    json.dump(race, f, indent=1)
+
+            results["vamp_race"] = vamp_race.run(race_settings, tmp, progress, snapshot)
+    if not args.quick:
+        carry_over(results, args.results, parts)
     results["peak"].append(flops.peak_matmul_gflops(seconds=1.0 if args.quick else 3.0))
     results["wall_s"] = time.time() - started
     with open(args.results, "w") as f:

@@ -10,11 +10,21 @@ one contender at a time, so the others sit idle on a blocking read.
 
 Kinds:
   kvae           kvae.train.train(config) itself, the function `kvae train`
-                 runs; a callback added to its model.fit call waits and times.
+                 runs; a callback passed through its `callbacks` hook waits and times.
   keras_example  benchmarks.keras_example fitted on kvae's tf.data pipeline.
   torch          benchmarks.torch_ref.Trainer.
-  evaluator      {"cmd": "eval", "path": weights.npz} -> IWAE NLL with
-                 kvae.evaluate.evaluate on a kvae model holding those weights.
+  torch_vamp     benchmarks.torch_vamp.Trainer: the fashion-vamp recipe, read
+                 from the spec's "config" (the same dict as kvae's TrainConfig).
+  evaluator      {"cmd": "eval", "path": weights.npz, "k": k} -> IWAE NLL with
+                 kvae.evaluate.evaluate on a kvae model holding those weights,
+                 on the first `num_images` test images of the published draw
+                 (kvae.data.protocol.evaluation_views); the model is the spec's
+                 "config" (a TrainConfig dict) or its architecture/latent_dim.
+
+Weight dumps (the spec's "dump", a path with {epoch}): Keras layouts, either
+lists of encoder/decoder weights (save_weights, the plain MLP) or arrays by
+name, "encoder/LAYER/kernel" ... and "pseudo_inputs" (save_named_weights, any
+kvae VAE; what benchmarks.torch_vamp.keras_weights writes).
 
 Messages are JSON lines on the original stdout; anything the libraries print
 goes to stderr (the orchestrator keeps it in a log file).
@@ -118,7 +128,9 @@ def keras_sync_callback(chan, samples, dump=None):
         def on_epoch_end(self, epoch, logs=None):
             times = self.clock.stop()
             loss = float((logs or {}).get("loss", float("nan")))
-            if dump:
+            if dump and getattr(self.model, "prior", "normal") != "normal":
+                save_named_weights(dump.format(epoch=epoch), keras_named_weights(self.model))
+            elif dump:
                 save_weights(dump.format(epoch=epoch), self.model.encoder.get_weights(), self.model.decoder.get_weights())
             chan.send(event="epoch", epoch=epoch, samples=samples, loss=loss, **times)
 
@@ -141,49 +153,89 @@ def load_npz_weights(path):
     return arrays[:n], arrays[n:]
 
 
+def save_named_weights(path, weights):
+    """{name: array} to one .npz (names may hold slashes)."""
+    import numpy as np
+
+    np.savez(path, **weights)
+
+
+def load_named_weights(path):
+    import numpy as np
+
+    with np.load(path) as f:
+        return {name: f[name] for name in f.files}
+
+
+def _named_variables(vae):
+    """[(name, variable)]: "encoder/LAYER/VAR", "decoder/LAYER/VAR", and "pseudo_inputs" for a VampPrior."""
+    out = [(f"{part}/{layer.name}/{w.name}", w) for part in ("encoder", "decoder")
+           for layer in getattr(vae, part).layers for w in layer.weights]
+    if vae.prior == "vamp":
+        out.append(("pseudo_inputs", vae.pseudo_inputs))
+    return out
+
+
+def keras_named_weights(vae):
+    """A kvae VAE's encoder, decoder and prior weights by name, NumPy (the layout of torch_vamp.keras_weights)."""
+    from keras import ops
+
+    return {name: ops.convert_to_numpy(w) for name, w in _named_variables(vae)}
+
+
+def set_named_weights(vae, weights):
+    """The inverse of keras_named_weights; the names must match exactly."""
+    named = _named_variables(vae)
+    if sorted(n for n, _ in named) != sorted(weights):
+        raise ValueError(f"Weights by name do not fit the model: model {sorted(n for n, _ in named)}, "
+                         f"given {sorted(weights)}")
+    for name, w in named:
+        if tuple(w.shape) != tuple(weights[name].shape):
+            raise ValueError(f"{name}: shape {tuple(weights[name].shape)} given, {tuple(w.shape)} in the model")
+        w.assign(weights[name])
+
+
 def run_kvae(chan, spec):
+    import importlib
+
     import keras
 
     from kvae.config import TrainConfig
     from kvae.data import load_dataset
-    from kvae.train import train
+    from kvae.train import learning_rate, train
     from kvae.vae import VAE
 
     config = TrainConfig(**spec["config"])
     splits = load_dataset(config.dataset, config.data_dir)
+    if spec.get("val_limit"):  # smoke runs only: validate on fewer images
+        import dataclasses
+
+        n = spec["val_limit"]
+        splits = dataclasses.replace(splits, x_val=splits.x_val[:n], y_val=splits.y_val[:n])
     samples = len(splits.x_train[: config.train_limit])
+    # The only addition to kvae train: one callback, after kvae's own, that waits
+    # for its turn and times the epoch as every other callback sees it.
     sync = keras_sync_callback(chan, samples, spec.get("dump"))
+
+    def imported(ref):
+        module, name = ref.split(":")
+        return getattr(importlib.import_module(module), name)
+
+    hooks = {}
+    if spec.get("optimizer"):  # tuning experiments only: another optimizer class, same learning rate
+        hooks["optimizer"] = imported(spec["optimizer"])(learning_rate(config, samples))
+    if spec.get("pipeline"):  # tuning experiments only: another train_dataset, same signature
+        make = imported(spec["pipeline"])
+        hooks["train_data"] = lambda x, c: make(x, c.batch_size, c.binarize, seed=c.seed)
+    # Tuning experiments only: other arguments to kvae train's compile and fit calls.
     compile_overrides = spec.get("compile_overrides") or {}
     fit_overrides = spec.get("fit_overrides") or {}
-    if spec.get("pipeline"):  # tuning experiments only: another train_dataset, same signature
-        import importlib
-
-        from kvae.data import pipeline
-
-        module, name = spec["pipeline"].split(":")
-        pipeline.train_dataset = getattr(importlib.import_module(module), name)
-
     original_fit, original_compile = keras.Model.fit, keras.Model.compile
-
-    def fit(self, *args, callbacks=None, **kwargs):
-        # The only change to kvae train's call: one more callback, last, so it
-        # times the epoch as every other callback sees it.
-        return original_fit(self, *args, callbacks=[*(callbacks or []), sync], **{**kwargs, **fit_overrides})
-
-    def compile_(self, *args, **kwargs):
-        kwargs = {**kwargs, **compile_overrides}
-        if spec.get("optimizer"):  # tuning experiments only: another optimizer class, same learning rate
-            import importlib
-
-            module, name = spec["optimizer"].split(":")
-            cls = getattr(importlib.import_module(module), name)
-            kwargs["optimizer"] = cls.from_config(kwargs["optimizer"].get_config())
-        return original_compile(self, *args, **kwargs)
-
-    VAE.fit = fit
-    if compile_overrides or spec.get("optimizer"):
-        VAE.compile = compile_
-    train(config, splits=splits, verbose=spec.get("verbose", 2))
+    if fit_overrides:
+        VAE.fit = lambda self, *args, **kwargs: original_fit(self, *args, **{**kwargs, **fit_overrides})
+    if compile_overrides:
+        VAE.compile = lambda self, *args, **kwargs: original_compile(self, *args, **{**kwargs, **compile_overrides})
+    train(config, splits=splits, verbose=spec.get("verbose", 2), callbacks=[sync], **hooks)
     chan.wait_for_go(config.epochs)  # ran out of epochs: idle until stopped
 
 
@@ -224,31 +276,68 @@ def run_torch(chan, spec):
     chan.wait_for_go(spec.get("epochs", 10_000))
 
 
+def run_torch_vamp(chan, spec):
+    import torch
+
+    from benchmarks import fmnist, torch_vamp
+
+    if spec.get("threads"):
+        torch.set_num_threads(int(spec["threads"]))
+    recipe = spec["config"]
+    x_train, _ = fmnist.load()
+    x = x_train[: recipe.get("train_limit")]
+    trainer = torch_vamp.Trainer(recipe, x, seed=recipe.get("seed", 0))
+    clock = Clock()
+    epochs = spec.get("epochs", recipe["epochs"])
+    for epoch in range(epochs):
+        chan.wait_for_go(epoch)
+        clock.start()
+        loss = trainer.epoch()
+        times = clock.stop()
+        if spec.get("dump"):
+            save_named_weights(spec["dump"].format(epoch=epoch), torch_vamp.keras_weights(trainer.model))
+        chan.send(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
+    chan.wait_for_go(epochs)
+
+
 def run_evaluator(chan, spec):
+    import numpy as np
+
     from kvae.config import TrainConfig
-    from kvae.data import load_dataset, pipeline
+    from kvae.data import load_dataset
+    from kvae.data.protocol import evaluation_views
     from kvae.evaluate import evaluate
     from kvae.train import build_model
 
     splits = load_dataset("fashion_mnist")
-    x = pipeline.prepare_eval(splits.x_test[: spec["num_images"]], binarize=True)
-    model = build_model(TrainConfig(architecture=spec["architecture"], latent_dim=spec["latent_dim"]), splits.input_shape)
+    _, x_test = evaluation_views(splits.x_val, splits.x_test, True)  # the published draw, then cut
+    x = x_test[: spec["num_images"]]
+    config = TrainConfig(**spec["config"]) if spec.get("config") else TrainConfig(
+        architecture=spec["architecture"], latent_dim=spec["latent_dim"])
+    model = build_model(config, splits.input_shape)
     chan.send(event="ready", epoch=None)
     while True:
         msg = chan.recv()
         if msg.get("cmd") == "stop":
             chan.send(event="bye")
             os._exit(0)
-        enc, dec = load_npz_weights(msg["path"])
-        model.encoder.set_weights(enc)
-        model.decoder.set_weights(dec)
+        with np.load(msg["path"]) as f:
+            named = "n_encoder" not in f.files
+        if named:
+            set_named_weights(model, load_named_weights(msg["path"]))
+        else:
+            enc, dec = load_npz_weights(msg["path"])
+            model.encoder.set_weights(enc)
+            model.decoder.set_weights(dec)
         t = time.perf_counter()
         result = evaluate(model, x, k=int(msg["k"]), seed=0, verbose=0)
         chan.send(event="eval", nll=result["nll"], nll_stderr=result["nll_stderr"],
-                  negative_elbo=result["negative_elbo"], eval_s=time.perf_counter() - t)
+                  nll_mc_stderr=result.get("nll_mc_stderr"), negative_elbo=result["negative_elbo"],
+                  eval_s=time.perf_counter() - t)
 
 
-KINDS = {"kvae": run_kvae, "keras_example": run_keras_example, "torch": run_torch, "evaluator": run_evaluator}
+KINDS = {"kvae": run_kvae, "keras_example": run_keras_example, "torch": run_torch, "torch_vamp": run_torch_vamp,
+         "evaluator": run_evaluator}
 
 
 def main():

@@ -1,10 +1,25 @@
 """Importance-weighted test NLL of exported kvae artifacts, from the artifact contract alone.
 
 Uses only numpy, onnxruntime, the manifest (ARTIFACTS.md) and the original
-Fashion-MNIST IDX file: no kvae, keras or tensorflow. It is the outside check
+Fashion-MNIST IDX files: no kvae, keras or tensorflow. It is the outside check
 that the exported graphs are the model kvae evaluates.
 
     python examples/onnx_iwae_nll.py ARTIFACTS --k 1000 --limit 1000
+
+- Test images (ARTIFACTS.md, "Test-set protocol"): for a Bernoulli likelihood
+  the published draw, numpy.random.seed(777), then binomial draws of the
+  10,000 validation images (rows 50000..59999 of train-images-idx3-ubyte.gz)
+  and of the t10k images, in that order; for a Gaussian one the t10k pixels / 255.
+- log p(z): the closed form of N(0, I), or, when manifest["prior"]["type"] is
+  "vamp", the `log_prior` ONNX model (format_version 1 manifests have no
+  "prior" key: N(0, I)).
+- Noise: rng = numpy.random.default_rng(--seed); for each batch of --batch
+  images, eps = rng.standard_normal((batch, k, latent_dim), dtype=float32).
+  Consecutive draws continue one stream, so image i gets the i-th (k, latent_dim)
+  block whatever --batch is. With seed 0 and k <= 1000 these are the draws of
+  kvae's `evaluate(model, x, k=k, seed=0)` (which draws (100, k, latent_dim)
+  per 100 images while k fits its chunk of 1,000), so the two estimates differ
+  only by the computation (ONNX graphs vs Keras), not by Monte Carlo noise.
 """
 
 import argparse
@@ -16,12 +31,58 @@ import os
 import numpy as np
 import onnxruntime as ort
 
+LOG_2PI = math.log(2.0 * math.pi)
+VALIDATION_ROWS = slice(50000, 60000)  # the last 10,000 images of the training file
+PUBLISHED_DRAW_SEED = 777
 
-def read_test_images(data_dir):
-    with gzip.open(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz"), "rb") as f:
+
+def read_idx_images(path):
+    """uint8 images (n, h, w, 1) from a gzipped IDX3 file."""
+    with gzip.open(path, "rb") as f:
         raw = f.read()
     n, h, w = (int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(3))
     return np.frombuffer(raw, np.uint8, offset=16).reshape(n, h, w, 1)
+
+
+def test_images(data_dir, likelihood):
+    """The evaluated test images, float32 (10000, 28, 28, 1): the published draw (Bernoulli) or grey levels."""
+    test = read_idx_images(os.path.join(data_dir, "t10k-images-idx3-ubyte.gz"))
+    if likelihood != "bernoulli":
+        return test.astype(np.float32) / 255.0
+    train = read_idx_images(os.path.join(data_dir, "train-images-idx3-ubyte.gz"))
+    if len(train) != 60000:
+        raise SystemExit(
+            f"train-images-idx3-ubyte.gz holds {len(train)} images; the protocol needs Fashion-MNIST's 60000"
+        )
+    validation = train[VALIDATION_ROWS]
+    state = np.random.RandomState(PUBLISHED_DRAW_SEED)  # the stream of numpy.random.seed(777)
+    state.binomial(1, validation.reshape(len(validation), -1).astype(np.float64) / 255)  # drawn first, then unused
+    x = state.binomial(1, test.reshape(len(test), -1).astype(np.float64) / 255)
+    return x.astype(np.float32).reshape(test.shape)
+
+
+def session(artifacts, manifest, name):
+    path = os.path.join(artifacts, manifest["models"][name]["onnx"])
+    return ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+
+
+def log_prior_function(artifacts, manifest, max_floats=2**24):
+    """z (m, d) -> float64 log p(z) (m,): the closed form of N(0, I), or the log_prior model.
+
+    The log_prior graph holds (rows, K, d) floats per call, so z goes in
+    chunks of max_floats / (K * d) rows (64 MB by default).
+    """
+    prior = manifest.get("prior", {"type": "normal"})
+    if prior["type"] == "normal":
+        return lambda z: -0.5 * (z.astype(np.float64) ** 2 + LOG_2PI).sum(-1)
+    log_prior = session(artifacts, manifest, "log_prior")
+    rows = max(1, max_floats // (prior["num_components"] * manifest["latent_dim"]))
+
+    def log_pz(z):
+        chunks = [log_prior.run(["log_pz"], {"z": z[i : i + rows]})[0] for i in range(0, len(z), rows)]
+        return np.concatenate(chunks).astype(np.float64)
+
+    return log_pz
 
 
 def log_likelihood(manifest, x, decoded):
@@ -33,28 +94,32 @@ def log_likelihood(manifest, x, decoded):
         return (xf * logits - np.logaddexp(0.0, logits)).sum(-1)
     mean = decoded["x_mean"].reshape(b, c, -1).astype(np.float64)
     log_var = manifest["observation_log_var"]
-    return -0.5 * (((x.reshape(b, c, -1) - mean) ** 2) / math.exp(log_var) + log_var + math.log(2 * math.pi)).sum(-1)
+    return -0.5 * (((x.reshape(b, c, -1) - mean) ** 2) / math.exp(log_var) + log_var + LOG_2PI).sum(-1)
+
+
+def decode(decoder, names, z, rows):
+    """The decoder's outputs {name: (m, *shape)} for z (m, d), run on at most `rows` rows at a time."""
+    parts = [decoder.run(names, {"z": z[i : i + rows]}) for i in range(0, len(z), rows)]
+    return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
 
 
 def main():
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts")
     p.add_argument("--data-dir", default=os.environ.get("KVAE_DATA_DIR", "/usr/share/datasets/fashion-mnist"))
-    p.add_argument("--k", type=int, default=1000)
-    p.add_argument("--limit", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=123)
-    p.add_argument("--batch", type=int, default=20)
+    p.add_argument("--k", type=int, default=1000, help="importance samples per image")
+    p.add_argument("--limit", type=int, default=1000, help="the first N test images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch", type=int, default=20, help="images per encoder call and noise draw")
+    p.add_argument("--rows", type=int, default=10000, help="latent rows per decoder call (memory)")
     args = p.parse_args()
 
-    manifest = json.load(open(os.path.join(args.artifacts, "manifest.json")))
-    enc = ort.InferenceSession(os.path.join(args.artifacts, manifest["models"]["encoder"]["onnx"]), providers=["CPUExecutionProvider"])
-    dec = ort.InferenceSession(os.path.join(args.artifacts, manifest["models"]["decoder"]["onnx"]), providers=["CPUExecutionProvider"])
-    pixels = read_test_images(args.data_dir)
-    if manifest["likelihood"] == "bernoulli":  # the test-set protocol in the manifest
-        x_all = (np.random.default_rng(0).random(pixels.shape, dtype=np.float32) < pixels / 255.0).astype(np.float32)
-    else:
-        x_all = pixels.astype(np.float32) / 255.0
-    x_all = x_all[: args.limit]
+    with open(os.path.join(args.artifacts, "manifest.json")) as f:
+        manifest = json.load(f)
+    enc, dec = session(args.artifacts, manifest, "encoder"), session(args.artifacts, manifest, "decoder")
+    log_prior = log_prior_function(args.artifacts, manifest)
+    names = [o["name"] for o in manifest["models"]["decoder"]["outputs"]]
+    x_all = test_images(args.data_dir, manifest["likelihood"])[: args.limit]
 
     rng = np.random.default_rng(args.seed)
     nll = []
@@ -62,15 +127,14 @@ def main():
         x = x_all[i : i + args.batch]
         z_mean, z_log_var = enc.run(["z_mean", "z_log_var"], {"x": x})
         b, d = z_mean.shape
-        eps = rng.standard_normal((b, args.k, d)).astype(np.float32)
-        z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps
-        names = [o["name"] for o in manifest["models"]["decoder"]["outputs"]]
-        decoded = dict(zip(names, dec.run(names, {"z": z.reshape(b * args.k, d)})))
+        eps = rng.standard_normal((b, args.k, d), dtype=np.float32)
+        z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps  # (b, k, d)
+        decoded = decode(dec, names, z.reshape(b * args.k, d), args.rows)
         x_rep = np.broadcast_to(x[:, None], (b, args.k) + x.shape[1:])
         log_w = (
             log_likelihood(manifest, x_rep, decoded)
-            - 0.5 * (z.astype(np.float64) ** 2).sum(-1)  # log p(z), constants cancel with q
-            + 0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None]).sum(-1)  # - log q(z|x)
+            + log_prior(z.reshape(b * args.k, d)).reshape(b, args.k)  # log p(z)
+            + 0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + LOG_2PI).sum(-1)  # - log q(z|x)
         )
         m = log_w.max(axis=1)
         nll.extend(-(m + np.log(np.exp(log_w - m[:, None]).mean(axis=1))))

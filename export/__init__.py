@@ -1,5 +1,8 @@
 """Export a trained kvae VAE as separate encoder and decoder models in SavedModel and ONNX.
 
+A VampPrior VAE also gets its learned prior as two models: prior (a seeded
+draw from the mixture, noise in, z out) and log_prior (z -> log p(z)).
+
     from export import export_run
     export_run("runs/fashion-mlp", "artifacts")
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from export import publish
 from export.errors import ExportError
-from export.tensors import model_tensors
+from export.tensors import DECODER, ENCODER, LOG_PRIOR, PRIOR, model_tensors
 
 NUM_CHECK_IMAGES = 256
 
@@ -21,7 +21,9 @@ NUM_CHECK_IMAGES = 256
 class ExportResult:
     out: str  # absolute path of the published folder
     manifest: dict  # what manifest.json holds
-    max_abs_diff: dict  # {"encoder"|"decoder": {"saved_model"|"onnx": {output: max |backend - Keras|}}}
+    # {model: {"saved_model"|"onnx": {output: max |backend - Keras|}}}; models: encoder, decoder[, prior, log_prior];
+    # log_pz: max |backend - Keras| / max(1, |Keras|) (export.verify)
+    max_abs_diff: dict
 
 
 def export_vae(model, out, *, check_images, check_labels=None, force=False, training_config=None,
@@ -38,7 +40,9 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         training_config: dict stored as the manifest's "training_config" (the run's config.json).
         test_metrics: dict stored as the manifest's "test_metrics".
 
-    Both exported models are reloaded and compared with Keras before anything
+    A VampPrior model (prior="vamp") also gets the prior and log_prior models,
+    its K components baked in as constants (ARTIFACTS.md).
+    All exported models are reloaded and compared with Keras before anything
     is published; a difference above export.verify.TOLERANCE raises ExportError
     and leaves `out` as it was. A model trained under a mixed-precision
     policy is exported as its float32 twin (same weights, float32 layers,
@@ -61,13 +65,11 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
     model = float32_twin(model)  # serving runtimes expect float32 graphs
     input_shape = tuple(int(d) for d in model.encoder.inputs[0].shape[1:])
     latent_dim, likelihood, num_classes = model.latent_dim, model.likelihood, model.num_classes
+    num_components = model.num_pseudo_inputs if model.prior == "vamp" else None
     x = _check_images(check_images, input_shape)
     y_x, y_z = _check_labels(model, check_labels, len(x)), verify.check_labels(verify.NUM_CHECK_LATENTS, num_classes)
-    tensors = model_tensors(input_shape, latent_dim, likelihood, num_classes)
-    modules = {
-        "encoder": saved_model.EncoderModule(model.encoder, input_shape, num_classes),
-        "decoder": saved_model.DecoderModule(model.decoder, latent_dim, likelihood, num_classes),
-    }
+    tensors = model_tensors(input_shape, latent_dim, likelihood, num_classes, num_components)
+    modules = _modules(model, input_shape, tensors)
     out = os.path.abspath(os.fspath(out))
     with publish.staging(out, force) as tmp:
         paths = {}
@@ -83,8 +85,10 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
                 "latent_dim": latent_dim,
                 "input_shape": list(input_shape),
                 "likelihood": likelihood,
+                "prior": model.prior,
                 "kvae_version": kvae.__version__,
                 **({} if num_classes is None else {"num_classes": num_classes}),
+                **({} if num_components is None else {"num_components": num_components}),
             }
             onnx_export.convert(module.serve, paths[name]["onnx"], name, tensors[name], metadata)
             triton.write_config(os.path.join(tmp, "onnx", name, "config.pbtxt"), name, tensors[name])
@@ -94,10 +98,31 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         log_var = float(np.asarray(model.log_var)) if likelihood == "gaussian" else None
         contents = manifest.build(
             tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, log_var,
-            num_classes,
+            num_classes, num_components,
         )
         manifest.write(tmp, contents)
     return ExportResult(out, contents, diffs)
+
+
+def _modules(model, input_shape, tensors):
+    """{model name: tf.Module with a `serve` tf.function}, in the tensor table's order.
+
+    A VampPrior's components are computed here, once, from the trained
+    pseudo-inputs (model.prior_components()), and baked into the prior and
+    log_prior graphs as constants.
+    """
+    from export import saved_model
+    from export.verify import prior_components
+
+    modules = {
+        ENCODER: saved_model.EncoderModule(model.encoder, input_shape, model.num_classes),
+        DECODER: saved_model.DecoderModule(model.decoder, model.latent_dim, model.likelihood, model.num_classes),
+    }
+    if PRIOR in tensors:
+        means, log_vars = prior_components(model)
+        modules[PRIOR] = saved_model.PriorModule(means, log_vars, tensors[PRIOR])
+        modules[LOG_PRIOR] = saved_model.LogPriorModule(means, log_vars, tensors[LOG_PRIOR])
+    return modules
 
 
 def export_run(run_dir, out, force=False):

@@ -16,7 +16,8 @@ def add_parser(subparsers):
     """Registers the `export` subcommand on an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser(
         "export",
-        help="export a trained run as SavedModel + ONNX (encoder and decoder), verified against Keras",
+        help="export a trained run as SavedModel + ONNX (encoder, decoder; prior, log_prior for a VampPrior), "
+        "verified against Keras",
         description="Writes the artifacts folder described in ARTIFACTS.md, after checking that the "
         "SavedModel and ONNX outputs equal the Keras outputs within 1e-5.",
     )
@@ -40,10 +41,11 @@ def run(args):
 
 
 def summary(result):
-    """A few lines: where each model went and the largest difference from Keras per backend."""
+    """A few lines: where each model went and the largest difference from Keras per backend (export.verify.compare)."""
     from export.verify import TOLERANCE
 
-    lines = [f"exported to {result.out} (manifest.json; all outputs within {TOLERANCE:g} of Keras)"]
+    relative = ", log_pz relative to its size" if "log_prior" in result.max_abs_diff else ""
+    lines = [f"exported to {result.out} (manifest.json; all outputs within {TOLERANCE:g} of Keras{relative})"]
     for name, entry in result.manifest["models"].items():
         diffs = result.max_abs_diff[name]
         worst = ", ".join(f"{backend} {max(d.values()):.2g}" for backend, d in diffs.items())

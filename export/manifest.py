@@ -4,14 +4,23 @@ import hashlib
 import json
 import os
 
+from export import tensors as names
+
 FILE = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the "prior" key, and the prior/log_prior models of VampPrior exports
 PREPROCESSING = (
     "x is float32 NHWC [batch, height, width, channels]: uint8 pixels divided by 255.0, values in [0, 1], "
     "no other normalization. Bernoulli models were trained on binarized pixels but take grey levels at inference. "
-    "Sampling: z = temperature * numpy.random.default_rng(seed).standard_normal((n, latent_dim), dtype=float32), "
-    "then the decoder; x_mean is the image. Test-set protocol for Bernoulli likelihoods: the t10k images binarized once, "
-    "x = (numpy.random.default_rng(0).random(shape, dtype=float32) < pixels / 255)."
+    "Sampling: rng = numpy.random.default_rng(seed); eps = rng.standard_normal((n, latent_dim), dtype=float32) first. "
+    "Prior type normal: z = temperature * eps. "
+    "Prior type vamp: then component = rng.integers(0, num_components, size=n), and z is the prior model's output for "
+    "eps = temperature * eps and component = the one-hot rows of component (float32 [n, num_components]), "
+    "i.e. z = means[component] + exp(0.5 * log_vars[component]) * temperature * eps. "
+    "Then the decoder; x_mean is the image. "
+    "Test-set protocol for Bernoulli likelihoods (the published draw): validation = rows 50000..59999 of "
+    "train-images-idx3-ubyte, test = t10k-images-idx3-ubyte, each as float64 [n, pixels] / 255; "
+    "numpy.random.seed(777); x_val = numpy.random.binomial(1, validation); x_test = numpy.random.binomial(1, test) "
+    "(the validation draw comes first, in the same stream). Gaussian likelihoods: the test pixels / 255."
 )
 CONDITIONAL = (
     " Conditional model: encoder and decoder also take y, float32 one-hot [batch, num_classes] "
@@ -19,21 +28,35 @@ CONDITIONAL = (
 )
 
 
+def prior_entry(num_components=None):
+    """The manifest's "prior": {"type": "normal"}, or {"type": "vamp", "num_components": K}."""
+    if num_components is None:
+        return {"type": "normal"}
+    return {"type": "vamp", "num_components": int(num_components)}
+
+
 def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics,
-          observation_log_var=None, num_classes=None):
+          observation_log_var=None, num_classes=None, num_components=None):
     """The manifest dict of ARTIFACTS.md for the files now under `out` (hashes them).
 
-    Conditional models add "num_classes" (after "latent_dim"); unconditional manifests do not have the key.
+    Every model of `tensors` (the table of export.tensors.model_tensors) is
+    listed under "models", in the table's order. Conditional models add
+    "num_classes" (after "latent_dim"); unconditional manifests do not have
+    the key. "prior" is prior_entry(num_components): VampPrior exports pass
+    K, and their tensors hold the prior and log_prior models.
     """
     models = {
         name: {
             "onnx": f"onnx/{name}/1/model.onnx",
             "saved_model": f"saved_model/{name}/1",
-            "inputs": tensors[name]["inputs"],
-            "outputs": tensors[name]["outputs"],
+            "inputs": model["inputs"],
+            "outputs": model["outputs"],
         }
-        for name in ("encoder", "decoder")
+        for name, model in tensors.items()
     }
+    vamp = num_components is not None
+    if vamp != ({names.PRIOR, names.LOG_PRIOR} <= set(models)):
+        raise ValueError(f"num_components={num_components!r} does not fit the models {list(models)}")
     return {
         "format_version": FORMAT_VERSION,
         "kvae_version": kvae_version,
@@ -41,6 +64,7 @@ def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, train
         **({} if num_classes is None else {"num_classes": int(num_classes)}),
         "input_shape": [int(d) for d in input_shape],
         "likelihood": likelihood,
+        "prior": prior_entry(num_components),
         "observation_log_var": observation_log_var,  # Gaussian: log of the pixel variance; else null
         "value_range": [0.0, 1.0],
         "preprocessing": PREPROCESSING + ("" if num_classes is None else CONDITIONAL),

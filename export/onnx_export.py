@@ -23,7 +23,7 @@ def convert(function, path, name, tensors, metadata):
     Args:
         function: the module's serving tf.function.
         path: where model.onnx goes.
-        name: "encoder" or "decoder"; the graph name.
+        name: the model name ("encoder", "decoder", "prior", "log_prior"); the graph name.
         tensors: this model's {"inputs", "outputs"} from tensors.model_tensors.
         metadata: dict of str -> JSON-able value, stored in metadata_props.
     """

@@ -1,7 +1,10 @@
 """Triton model-repository config.pbtxt for an ONNX model folder (onnx/<name>/config.pbtxt).
 
 Triton's `dims` leave out the batch dimension when max_batch_size > 0: it adds
-it itself, so [-1, 28, 28, 1] in the manifest is dims [28, 28, 1] here.
+it itself, so [-1, 28, 28, 1] in the manifest is dims [28, 28, 1] here. A
+tensor that is only a batch ([-1] in the manifest: log_prior's log_pz) is
+written the way Triton's documentation asks for it, dims [1] with
+`reshape: { shape: [ ] }`, so that the model still sees [batch].
 """
 
 MAX_BATCH_SIZE = 1024
@@ -28,7 +31,10 @@ def write_config(path, name, tensors, max_batch_size=MAX_BATCH_SIZE):
 def _tensor_list(tensors):
     entries = []
     for t in tensors:
-        dims = ", ".join(str(d) for d in t["shape"][1:])  # without the batch dimension
+        per_item = t["shape"][1:]  # without the batch dimension
+        dims = ", ".join(str(d) for d in per_item or [1])
         fields = [f'name: "{t["name"]}"', f"data_type: {TRITON_DATATYPES[t['datatype']]}", f"dims: [ {dims} ]"]
+        if not per_item:
+            fields.append("reshape: { shape: [ ] }")
         entries.append("  {\n" + "".join(f"    {line}\n" for line in fields) + "  }")
     return ",\n".join(entries)

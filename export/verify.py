@@ -2,17 +2,26 @@
 
 Keras (model.encoder, model.decoder + model.output_mean) is the reference;
 the reloaded SavedModel and an onnxruntime CPU session must agree with it
-within TOLERANCE (max absolute difference) on every output.
+within TOLERANCE (max absolute difference) on every output. A VampPrior's
+two models are checked against its components as Keras computes them
+(model.prior_components()): the prior's draw in float64 NumPy, and log p(z)
+by kvae.priors.log_mixture_numpy (float64). log p(z) is a log-density whose
+size grows with the distance from the components (hundreds of nats for z
+far from all of them), and float32 holds it to about 1e-7 of its size, so
+log_pz is held to TOLERANCE * max(1, |log p(z)|): absolute below 1 nat,
+relative above.
 """
 
 import numpy as np
 
 from export import saved_model
+from export import tensors as names
 from export.errors import ExportError
 
 TOLERANCE = 1e-5
 CHECK_SEED = 0  # seed of the random latents the decoders are checked on
 NUM_CHECK_LATENTS = 256
+RELATIVE_OUTPUTS = (names.LOG_PZ,)  # checked within TOLERANCE * max(1, |expected|)
 
 
 def check_latents(latent_dim):
@@ -25,14 +34,60 @@ def check_labels(n, num_classes):
     return None if num_classes is None else np.eye(num_classes, dtype=np.float32)[np.arange(n) % num_classes]
 
 
+def check_components(n, num_components):
+    """One-hot mixture components (n, K), float32, drawn uniformly with PCG64(CHECK_SEED + 1)."""
+    rows = np.random.default_rng(CHECK_SEED + 1).integers(0, num_components, size=n)
+    return np.eye(num_components, dtype=np.float32)[rows]
+
+
+def prior_check_latents(model):
+    """Latents (2 * 256, latent_dim) the log_prior is checked on: N(0, I) draws, then draws from the model's prior."""
+    noise = check_latents(model.latent_dim)
+    return np.concatenate([noise, model.sample_prior(NUM_CHECK_LATENTS, seed=CHECK_SEED)])
+
+
 def keras_outputs(model, x, z, y_x=None, y_z=None):
     """The reference outputs, {"encoder": {...}, "decoder": {...}} of NumPy arrays (y_*: one-hot labels or None)."""
     z_mean, z_log_var = model.run_encoder(x, y_x)
     reconstruction = model.run_decoder(z, y_z)
-    decoder = {"x_mean": np.asarray(model.output_mean(reconstruction))}
+    decoder = {names.X_MEAN: np.asarray(model.output_mean(reconstruction))}
     if model.likelihood == "bernoulli":
-        decoder["x_logits"] = np.asarray(reconstruction)  # the Bernoulli decoder's raw output is logits
-    return {"encoder": {"z_mean": np.asarray(z_mean), "z_log_var": np.asarray(z_log_var)}, "decoder": decoder}
+        decoder[names.X_LOGITS] = np.asarray(reconstruction)  # the Bernoulli decoder's raw output is logits
+    encoder = {names.Z_MEAN: np.asarray(z_mean), names.Z_LOG_VAR: np.asarray(z_log_var)}
+    return {names.ENCODER: encoder, names.DECODER: decoder}
+
+
+def prior_components(model):
+    """The VampPrior's (means, log_vars) as Keras computes them: float32 NumPy, each (K, latent_dim)."""
+    return tuple(np.asarray(t, np.float32) for t in model.prior_components())
+
+
+def prior_reference(means, log_vars, eps, component):
+    """What the prior model must output: component @ means + exp(0.5 * component @ log_vars) * eps, in float64."""
+    means, log_vars, component = (np.asarray(a, np.float64) for a in (means, log_vars, component))
+    return {names.Z: component @ means + np.exp(0.5 * (component @ log_vars)) * eps}
+
+
+def log_prior_reference(means, log_vars, z):
+    """What the log_prior model must output: log p(z) (n,), float64, by kvae.priors.log_mixture_numpy."""
+    from kvae.priors import log_mixture_numpy
+
+    return {names.LOG_PZ: log_mixture_numpy(z, means, log_vars)}
+
+
+def prior_checks(model):
+    """{"prior": (inputs, expected), "log_prior": (inputs, expected)} for a VampPrior model.
+
+    The prior is fed N(0, I) noise with random one-hot components; log_prior
+    gets N(0, I) latents and draws from the prior (the z it will see).
+    """
+    means, log_vars = prior_components(model)
+    eps, component = check_latents(model.latent_dim), check_components(NUM_CHECK_LATENTS, len(means))
+    z = prior_check_latents(model)
+    return {
+        names.PRIOR: ({names.EPS: eps, names.COMPONENT: component}, prior_reference(means, log_vars, eps, component)),
+        names.LOG_PRIOR: ({names.Z: z}, log_prior_reference(means, log_vars, z)),
+    }
 
 
 def run_onnx(path, inputs):
@@ -45,33 +100,42 @@ def run_onnx(path, inputs):
 
 
 def verify(model, paths, x, z, y_x=None, y_z=None):
-    """Checks both backends of both models against Keras.
+    """Checks both backends of every exported model against Keras.
 
     Args:
         model: the kvae VAE (float32).
-        paths: {"encoder": {"saved_model": dir, "onnx": file}, "decoder": {...}}.
+        paths: {"encoder": {"saved_model": dir, "onnx": file}, "decoder": {...}[, "prior", "log_prior"]}.
         x: check images (n, *input_shape) float32; z: check latents (m, latent_dim) float32.
         y_x, y_z: conditional models only: one-hot labels (n, C) of x and (m, C) of z.
 
-    Returns {model: {backend: {output: max abs difference}}}; raises ExportError
-    naming the model, output and backend when one differs by more than TOLERANCE.
+    VampPrior models (paths has "prior") are also checked on prior_checks(model).
+    Returns {model: {backend: {output: max difference}}} (absolute; for log_pz
+    max |diff| / max(1, |log p(z)|)); raises ExportError naming the model,
+    output and backend when one differs by more than TOLERANCE.
     """
     expected = keras_outputs(model, x, z, y_x, y_z)
-    inputs = {"encoder": {"x": x}, "decoder": {"z": z}}
+    inputs = {names.ENCODER: {names.X: x}, names.DECODER: {names.Z: z}}
     if y_x is not None:
-        inputs["encoder"]["y"], inputs["decoder"]["y"] = y_x, y_z
+        inputs[names.ENCODER][names.LABELS], inputs[names.DECODER][names.LABELS] = y_x, y_z
+    checks = {name: (inputs[name], expected[name]) for name in (names.ENCODER, names.DECODER)}
+    if names.PRIOR in paths:
+        checks.update(prior_checks(model))
     runners = {"saved_model": saved_model.run, "onnx": run_onnx}
     diffs = {}
-    for name in ("encoder", "decoder"):
+    for name, (feed, want) in checks.items():
         diffs[name] = {}
         for backend, run in runners.items():
-            got = run(paths[name][backend], inputs[name])
-            diffs[name][backend] = compare(name, backend, expected[name], got)
+            got = run(paths[name][backend], feed)
+            diffs[name][backend] = compare(name, backend, want, got)
     return diffs
 
 
 def compare(model_name, backend, expected, got):
-    """{output: max abs difference} of `got` against `expected`; ExportError if any is too large."""
+    """{output: max difference} of `got` against `expected`; ExportError if any is too large.
+
+    The difference is absolute, except for RELATIVE_OUTPUTS (log_pz): there
+    max |got - expected| / max(1, |expected|).
+    """
     if sorted(got) != sorted(expected):
         raise ExportError(
             f"Verification failed: the {backend} {model_name} has outputs {sorted(got)}, expected {sorted(expected)}."
@@ -84,11 +148,16 @@ def compare(model_name, backend, expected, got):
                 f"Verification failed: {model_name} output {name!r} from {backend} has shape {have.shape}, "
                 f"Keras gives {want.shape}."
             )
-        diff = float(np.max(np.abs(have.astype(np.float64) - want.astype(np.float64))))
+        error = np.abs(have.astype(np.float64) - want.astype(np.float64))
+        relative = name in RELATIVE_OUTPUTS
+        if relative:
+            error = error / np.maximum(1.0, np.abs(want.astype(np.float64)))
+        diff = float(np.max(error))
         if not diff <= TOLERANCE:  # also catches NaN
+            measure = "max |diff| / max(1, |expected|)" if relative else "max abs"
             raise ExportError(
                 f"Verification failed: {model_name} output {name!r} from {backend} differs from Keras by "
-                f"max abs {diff:.3g} (tolerance {TOLERANCE:g}); nothing was published."
+                f"{measure} {diff:.3g} (tolerance {TOLERANCE:g}); nothing was published."
             )
         diffs[name] = diff
     return diffs

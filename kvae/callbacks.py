@@ -97,6 +97,10 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(self.saved["checkpoint_path"])
+        noise = getattr(model, "sampling", None)
+        if noise is not None and self.saved.get("noise_state") is not None:
+            state = noise.seed_generator.state
+            state.assign(np.asarray(self.saved["noise_state"], dtype=state.dtype))
         return self.initial_epoch
 
     def on_epoch_end(self, epoch, logs=None):
@@ -120,10 +124,17 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.run.write_state({
             "epoch": epoch + 1, "checkpoint": os.path.basename(ckpt), "history": self.rows,
             "best": self.best, "stopped_early": self.stopped_early,
+            # The sampling layer's noise stream: not in the .keras file, needed for an exact resume.
+            "noise_state": _noise_state(self.model),
         })
         self.run.keep_only_checkpoint(ckpt)  # older ones are no longer referenced by state.json
         atomic_copy(self.run.best if self.keep_best else ckpt, self.run.model)
         atomic_write(self.run.history, history_csv(self.rows))
+
+
+def _noise_state(model):
+    noise = getattr(model, "sampling", None)
+    return None if noise is None else [int(v) for v in keras.ops.convert_to_numpy(noise.seed_generator.state)]
 
 
 def load_state(run_dir):

@@ -146,6 +146,18 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
         )
         example = next(iter(pipeline.eval_dataset(x_val, 2)))  # builds the model before weights are loaded into it
         done = checkpoint.resume(model, example)  # the last checkpoint's weights and optimizer state, if any
+    finished = done >= config.epochs or checkpoint.stopped_early
+    if finished and chief and os.path.exists(run.test_metrics):
+        # A finished run is left as it is: check that its model loads, and report what it measured.
+        try:
+            model.load_weights(run.model)
+        except Exception as e:  # Keras raises several types for a damaged file
+            raise ValueError(
+                f"{run.model} cannot be read ({type(e).__name__}: {e}). The run finished, so its last checkpoint "
+                f"is in {run.checkpoints}: copy it to {run.model}, or delete {run.path} and train again."
+            ) from None
+        print(f"{config.run_dir} finished after epoch {done}; nothing to do.")
+        return TrainResult(model, checkpoint.rows, run.read_json(run.test_metrics), done)
     if done:
         print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
 
@@ -157,12 +169,19 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
         kvae_callbacks.insert(0, KLWarmup(config.beta, config.warmup_epochs))
     if is_multi_worker(strategy):
         kvae_callbacks.insert(0, scalar_logs_callback())
-    if done < config.epochs and not checkpoint.stopped_early:
-        make_batches = train_data or (lambda x, c: pipeline.train_dataset(x, c.batch_size, c.binarize, seed=c.seed))
+    if not finished:
+        if train_data is None:  # each epoch's batches from (seed, epoch) alone: a resumed run draws the same ones
+            batches = pipeline.train_dataset(
+                x_train, config.batch_size, config.binarize, seed=config.seed, epochs=config.epochs, first_epoch=done
+            )
+            steps = pipeline.batches_per_epoch(len(x_train), config.batch_size)
+        else:
+            batches, steps = train_data(x_train, config), None
         model.fit(
-            _shard_by_data(make_batches(x_train, config)),
+            _shard_by_data(batches),
             epochs=config.epochs,
             initial_epoch=done,
+            steps_per_epoch=steps,
             validation_data=pipeline.eval_dataset(x_val, config.batch_size),
             callbacks=kvae_callbacks + list(callbacks),
             shuffle=False,  # the pipeline shuffles, seeded

@@ -7,19 +7,42 @@ import os
 from serving.errors import ArtifactError
 
 MANIFEST = "manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # what kvae export writes now
+FORMAT_VERSIONS = (1, 2)  # what serving reads: 1 has no "prior" key (the N(0, I) prior is implied)
 MODEL_VERSION = "1"  # the only version the layout holds: onnx/<model>/1/model.onnx
 
-# Tensor names fixed by ARTIFACTS.md; the runtime checks that the manifest declares them.
+# Names fixed by ARTIFACTS.md (export/tensors.py holds the same table);
+# the runtime checks that the manifest declares them.
 ENCODER, DECODER = "encoder", "decoder"
+PRIOR, LOG_PRIOR = "prior", "log_prior"  # VampPrior artifacts only
 ENCODER_INPUT = "x"  # (batch, *input_shape), pixels in [0, 1]
 Z_MEAN, Z_LOG_VAR = "z_mean", "z_log_var"  # (batch, latent_dim)
 DECODER_INPUT = "z"  # (batch, latent_dim)
 X_MEAN, X_LOGITS = "x_mean", "x_logits"  # (batch, *input_shape); x_logits for Bernoulli only
-LABELS = "y"  # conditional models: float32 one-hot (batch, num_classes), an input of both models
+LABELS = "y"  # conditional models: float32 one-hot (batch, num_classes), an input of encoder and decoder
+EPS, COMPONENT = "eps", "component"  # prior inputs: temperature * N(0, I) noise (batch, latent_dim); one-hot (batch, K)
+PRIOR_OUTPUT = "z"  # prior output (batch, latent_dim)
+LOG_PRIOR_INPUT, LOG_PZ = "z", "log_pz"  # log_prior: z (batch, latent_dim) -> log p(z) (batch,)
 
-REQUIRED_TENSORS = {ENCODER: ([ENCODER_INPUT], [Z_MEAN, Z_LOG_VAR]), DECODER: ([DECODER_INPUT], [X_MEAN])}
+NORMAL, VAMP = "normal", "vamp"  # the manifest's prior types
+REQUIRED_TENSORS = {
+    ENCODER: ([ENCODER_INPUT], [Z_MEAN, Z_LOG_VAR]),
+    DECODER: ([DECODER_INPUT], [X_MEAN]),
+    PRIOR: ([EPS, COMPONENT], [PRIOR_OUTPUT]),
+    LOG_PRIOR: ([LOG_PRIOR_INPUT], [LOG_PZ]),
+}
 REQUIRED_KEYS = ("format_version", "latent_dim", "input_shape", "models", "files")
+
+
+def prior_of(manifest):
+    """The manifest's prior, {"type": "normal"} or {"type": "vamp", "num_components": K}; format 1 implies normal."""
+    return manifest.get("prior", {"type": NORMAL}) if manifest["format_version"] == 1 else manifest["prior"]
+
+
+def model_names(manifest):
+    """The models serving loads: encoder and decoder, and for a VampPrior prior and log_prior."""
+    vamp = prior_of(manifest)["type"] == VAMP
+    return [ENCODER, DECODER, *([PRIOR, LOG_PRIOR] if vamp else [])]
 
 
 def load(artifacts_dir):
@@ -48,8 +71,10 @@ def _check(m):
     missing = [k for k in REQUIRED_KEYS if k not in m]
     if missing:
         raise ArtifactError(f"missing keys {missing}")
-    if m["format_version"] != FORMAT_VERSION:
-        raise ArtifactError(f"format_version {m['format_version']!r}, this server reads {FORMAT_VERSION}")
+    if m["format_version"] not in FORMAT_VERSIONS or isinstance(m["format_version"], bool):
+        raise ArtifactError(
+            f"format_version {m['format_version']!r}, this server reads {' and '.join(map(str, FORMAT_VERSIONS))}"
+        )
     if not (_is_int(m["latent_dim"]) and m["latent_dim"] >= 1):
         raise ArtifactError(f"latent_dim must be a positive int, got {m['latent_dim']!r}")
     shape = m["input_shape"]
@@ -60,8 +85,10 @@ def _check(m):
     conditional = "num_classes" in m
     if conditional and not (_is_int(m["num_classes"]) and m["num_classes"] >= 2):
         raise ArtifactError(f"num_classes must be an int >= 2, got {m['num_classes']!r}")
-    for name, (inputs, outputs) in REQUIRED_TENSORS.items():
-        inputs = inputs + [LABELS] if conditional else inputs
+    _check_prior(m)
+    for name in model_names(m):
+        inputs, outputs = REQUIRED_TENSORS[name]
+        inputs = inputs + [LABELS] if conditional and name in (ENCODER, DECODER) else inputs
         model = m["models"].get(name)
         if not isinstance(model, dict) or not isinstance(model.get("onnx"), str):
             raise ArtifactError(f"models.{name}.onnx is missing")
@@ -83,6 +110,31 @@ def _check(m):
                 raise ArtifactError(f"models.{name}.{kind} must declare {required}, it declares {names}")
     if not isinstance(m["files"], dict):
         raise ArtifactError("files must map paths to sha256 digests")
+    if prior_of(m)["type"] == VAMP:
+        _check_components(m)
+
+
+def _check_prior(m):
+    """The "prior" key (format_version 2 on): {"type": "normal"} or {"type": "vamp", "num_components": K}."""
+    if m["format_version"] >= 2 and "prior" not in m:
+        raise ArtifactError(f"format_version {m['format_version']} needs the key 'prior'")
+    prior = prior_of(m)
+    if not isinstance(prior, dict) or prior.get("type") not in (NORMAL, VAMP):
+        raise ArtifactError(
+            f"prior must be {{'type': {NORMAL!r}}} or {{'type': {VAMP!r}, 'num_components': K}}, got {prior!r}"
+        )
+    if prior["type"] == VAMP and not (_is_int(prior.get("num_components")) and prior["num_components"] >= 1):
+        raise ArtifactError(f"a vamp prior needs num_components, a positive int; got {prior.get('num_components')!r}")
+
+
+def _check_components(m):
+    """The prior's component input is one-hot over the manifest's num_components: shape [-1, K]."""
+    k = m["prior"]["num_components"]
+    shape = next(t["shape"] for t in m["models"][PRIOR]["inputs"] if t["name"] == COMPONENT)
+    if shape != [-1, k]:
+        raise ArtifactError(
+            f"models.{PRIOR} input {COMPONENT!r} has shape {shape}, expected [-1, {k}] (num_components)"
+        )
 
 
 def read_verified(artifacts_dir, manifest, relpath):

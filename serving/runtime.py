@@ -1,4 +1,4 @@
-"""The VAE on onnxruntime: encode, decode, sample, reconstruct, interpolate. NumPy + onnxruntime only."""
+"""The VAE on onnxruntime: encode, decode, sample, reconstruct, interpolate, log_prior. NumPy + onnxruntime only."""
 
 import math
 import operator
@@ -12,6 +12,7 @@ from serving.errors import ArtifactError, InputError
 
 DTYPES = {"FP32": np.float32}  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
 ORT_TYPES = {"FP32": "tensor(float)"}
+LOG_2PI = math.log(2.0 * math.pi)
 
 
 class Runtime:
@@ -32,10 +33,13 @@ class Runtime:
         self.input_shape = tuple(self.manifest["input_shape"])
         self.likelihood = self.manifest.get("likelihood")
         self.num_classes = self.manifest.get("num_classes")  # None: unconditional
+        prior = mf.prior_of(self.manifest)
+        self.prior = prior["type"]  # "normal" (N(0, I); also every format_version 1 artifact) or "vamp"
+        self.num_components = prior.get("num_components")  # K of a VampPrior, else None
         # model -> {"inputs"/"outputs": {tensor name: manifest entry {name, datatype, shape}}}
         self.models = {
             name: {kind: {t["name"]: t for t in self.manifest["models"][name][kind]} for kind in ("inputs", "outputs")}
-            for name in (mf.ENCODER, mf.DECODER)
+            for name in mf.model_names(self.manifest)
         }
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(intra_op_num_threads)
@@ -172,12 +176,38 @@ class Runtime:
         return {**inputs, mf.LABELS: self.one_hot(labels, n)}
 
     def sample_z(self, n, seed=None, temperature=1.0):
-        """z (n, latent_dim) ~ N(0, temperature^2 I), drawn exactly as ARTIFACTS.md (and kvae's VAE.sample) say."""
+        """z (n, latent_dim) from the prior, drawn exactly as ARTIFACTS.md (and kvae's VAE.sample_prior) say.
+
+        rng = default_rng(seed); eps = rng.standard_normal((n, latent_dim), float32) first.
+        N(0, I) prior: z = temperature * eps. VampPrior: then component =
+        rng.integers(0, K, size=n), and the prior model maps (temperature * eps,
+        one-hot component) to z = mu_c + exp(log_var_c / 2) * temperature * eps.
+        """
         n, seed, temperature = _check_sampling(n, seed, temperature)
-        return temperature * np.random.default_rng(seed).standard_normal((n, self.latent_dim), dtype=np.float32)
+        rng = np.random.default_rng(seed)
+        eps = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        if self.prior == mf.NORMAL:
+            return temperature * eps
+        component = rng.integers(0, self.num_components, size=n)
+        one_hot = np.eye(self.num_components, dtype=np.float32)[component]  # (n, K)
+        inputs = {mf.EPS: np.float32(temperature) * eps, mf.COMPONENT: one_hot}
+        return self.run(mf.PRIOR, inputs, [mf.PRIOR_OUTPUT])[mf.PRIOR_OUTPUT]
+
+    def log_prior(self, z):
+        """log p(z) in nats, z (n, latent_dim) -> (n,) float32, under the artifacts' prior.
+
+        VampPrior: the log_prior model, log (1/K) sum_k N(z | mu_k, diag exp(log_var_k)).
+        N(0, I): the closed form -0.5 * sum_d (z_d^2 + log 2 pi), in float64 then rounded.
+        """
+        if self.prior == mf.VAMP:
+            return self.run(mf.LOG_PRIOR, {mf.LOG_PRIOR_INPUT: z}, [mf.LOG_PZ])[mf.LOG_PZ]
+        z = self.check_input(mf.DECODER, mf.DECODER_INPUT, z).astype(np.float64)  # the same (n, latent_dim) checks
+        return (-0.5 * (z**2 + LOG_2PI).sum(axis=-1)).astype(np.float32)
 
     def sample(self, n, seed=None, temperature=1.0, labels=None):
-        """n images (n, *input_shape) decoded from seeded prior samples; the same seed gives the same images.
+        """n images (n, *input_shape) decoded from seeded prior samples (sample_z); the same seed gives the same images.
+
+        The prior is the artifacts' own: N(0, I), or the learned VampPrior through the prior model.
 
         Conditional models decode with `labels`: an int (one class), n labels,
         or by default 0, 1, ..., C-1, 0, ... (every class in turn), as kvae's VAE.sample.

@@ -1,6 +1,7 @@
 """Fixtures for the serving tests, loaded with `pytest_plugins = ["tests.serving_fixtures"]` so each is built once.
 
 serving_artifacts: `export.export_run` of conftest's tiny_run; serving_runtime: a Runtime on them;
+vamp_artifacts, vamp_runtime: the same for conftest's tiny_vamp_run (a VampPrior, K = 10);
 live_server: the real HTTP server on 127.0.0.1 (a free port) in a background thread.
 """
 
@@ -28,6 +29,22 @@ def serving_runtime(serving_artifacts):
     from serving.runtime import Runtime
 
     return Runtime(serving_artifacts)
+
+
+@pytest.fixture(scope="session")
+def vamp_artifacts(tiny_vamp_run, tmp_path_factory):
+    import export
+
+    out = tmp_path_factory.mktemp("serving_vamp") / "artifacts"
+    export.export_run(tiny_vamp_run[0], out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vamp_runtime(vamp_artifacts):
+    from serving.runtime import Runtime
+
+    return Runtime(vamp_artifacts)
 
 
 @pytest.fixture(scope="session")

@@ -246,11 +246,11 @@ def test_http_server_passes_labels_through(cond_run, classify):
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        status, _, body = request(server, "POST", "/v1/generate", {"n": 20, "seed": 1, "label": 8, "format": "json"})
+        status, _, body = request(server, "POST", "/v1/generate", {"n": 100, "seed": 1, "label": 8, "format": "json"})
         assert status == 200
         reply = json.loads(body)
         images = np.asarray(reply["images"], np.float32)
-        np.testing.assert_array_equal(images, runtime.sample(20, 1, 1.0, 8))
+        np.testing.assert_array_equal(images, runtime.sample(100, 1, 1.0, 8))
         assert (classify(images) == 8).mean() > 0.3
         status, _, body = request(server, "POST", "/v1/generate", {"n": 3, "seed": 1, "labels": [1, 2, 3], "format": "json"})
         assert status == 200 and json.loads(body)["labels"] == [1, 2, 3]

@@ -347,3 +347,135 @@ def test_importing_the_cli_does_not_load_tensorflow():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+
+
+# VampPrior: the learned prior leaves Python as two more models, prior and log_prior
+
+VAMP_TENSORS = {
+    "prior": (["eps", "component"], ["z"]),
+    "log_prior": (["z"], ["log_pz"]),
+}
+
+
+@pytest.fixture(scope="module")
+def vamp_exported(tiny_vamp_run, tmp_path_factory):
+    """(out, ExportResult, model) of conftest's tiny VampPrior run (latent 4, K = 10), exported once."""
+    run_dir, result = tiny_vamp_run
+    out = tmp_path_factory.mktemp("export_vamp") / "artifacts"
+    return str(out), export_run(run_dir, out), result.model
+
+
+def _vamp_components(model):
+    return tuple(np.asarray(t) for t in model.prior_components())  # (K, latent_dim) each, float32
+
+
+def test_vamp_manifest_layout_and_hashes(vamp_exported):
+    out, result, model = vamp_exported
+    manifest = _read_json(os.path.join(out, "manifest.json"))
+    assert manifest == result.manifest
+    assert set(manifest) == MANIFEST_KEYS
+    assert manifest["format_version"] == 2
+    assert manifest["prior"] == {"type": "vamp", "num_components": 10}
+    assert list(manifest["models"]) == ["encoder", "decoder", "prior", "log_prior"]
+    fp32 = lambda name, shape: {"name": name, "datatype": "FP32", "shape": shape}  # noqa: E731
+    assert manifest["models"]["prior"]["inputs"] == [fp32("eps", [-1, 4]), fp32("component", [-1, 10])]
+    assert manifest["models"]["prior"]["outputs"] == [fp32("z", [-1, 4])]
+    assert manifest["models"]["log_prior"]["inputs"] == [fp32("z", [-1, 4])]
+    assert manifest["models"]["log_prior"]["outputs"] == [fp32("log_pz", [-1])]
+    for name in VAMP_TENSORS:
+        entry = manifest["models"][name]
+        assert entry["onnx"] == f"onnx/{name}/1/model.onnx" and entry["saved_model"] == f"saved_model/{name}/1"
+        for rel in (entry["onnx"], f"{entry['saved_model']}/saved_model.pb", f"onnx/{name}/config.pbtxt"):
+            with open(os.path.join(out, rel), "rb") as f:
+                assert manifest["files"][rel] == hashlib.sha256(f.read()).hexdigest(), rel
+    assert "rng.integers(0, num_components, size=n)" in manifest["preprocessing"]
+    assert _siblings(out) == []
+
+
+def test_vamp_graphs_have_no_random_op_and_a_named_batch(vamp_exported):
+    import onnx
+
+    out, _, _ = vamp_exported
+    for name, (inputs, outputs) in VAMP_TENSORS.items():
+        proto = onnx.load(os.path.join(out, "onnx", name, "1", "model.onnx"))
+        onnx.checker.check_model(proto, full_check=True)
+        graph = proto.graph
+        assert [i.name for i in graph.input] == inputs and [o.name for o in graph.output] == outputs
+        for value in [*graph.input, *graph.output]:
+            assert value.type.tensor_type.shape.dim[0].dim_param == "batch", value.name
+        assert not [n.op_type for n in graph.node if n.op_type.startswith("Random") or n.op_type == "Multinomial"]
+        props = {p.key: p.value for p in proto.metadata_props}
+        assert (props["model"], props["prior"], props["num_components"]) == (name, "vamp", "10")
+
+
+def test_vamp_triton_configs(vamp_exported):
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+
+    out, _, _ = vamp_exported
+    configs = {}
+    for name in VAMP_TENSORS:
+        with open(os.path.join(out, "onnx", name, "config.pbtxt")) as f:
+            configs[name] = text_format.Parse(f.read(), model_config_pb2.ModelConfig())
+        assert configs[name].name == name and configs[name].platform == "onnxruntime_onnx"
+    assert [(t.name, list(t.dims)) for t in configs["prior"].input] == [("eps", [4]), ("component", [10])]
+    assert [(t.name, list(t.dims)) for t in configs["prior"].output] == [("z", [4])]
+    (log_pz,) = configs["log_prior"].output
+    # [batch] alone: Triton wants dims [1] and an empty reshape (the model sees [batch]).
+    assert (log_pz.name, list(log_pz.dims), log_pz.HasField("reshape"), list(log_pz.reshape.shape)) == (
+        "log_pz", [1], True, []
+    )
+
+
+def test_vamp_prior_models_equal_keras(vamp_exported):
+    """prior and log_prior in onnxruntime and the reloaded SavedModel vs Keras's components, on fresh inputs."""
+    import tensorflow as tf
+
+    from kvae.priors import log_mixture_numpy
+
+    out, result, model = vamp_exported
+    means, log_vars = _vamp_components(model)
+    assert np.ptp(means, axis=0).min() > 1e-3  # trained from 10 different images: distinct components
+    rng = np.random.default_rng(11)
+    eps = 0.8 * rng.standard_normal((64, 4), dtype=np.float32)  # temperature 0.8
+    component = rng.integers(0, 10, size=64)
+    one_hot = np.eye(10, dtype=np.float32)[component]
+    z_prior = model.sample_prior(64, seed=5, temperature=1.0)  # z drawn from the prior, in Keras
+    z_far = 3.0 * rng.standard_normal((64, 4), dtype=np.float32)
+    z = np.concatenate([z_prior, z_far])
+    want = {
+        "prior": {"z": means[component] + np.exp(0.5 * log_vars[component]) * eps},  # VAE.sample_prior's formula
+        "log_prior": {"log_pz": log_mixture_numpy(z, means, log_vars)},  # float64, what kvae evaluate uses
+    }
+    feeds = {"prior": {"eps": eps, "component": one_hot}, "log_prior": {"z": z}}
+    for name in VAMP_TENSORS:
+        session = _onnx_session(out, name)
+        onnx_out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds[name])))
+        loaded = tf.saved_model.load(os.path.join(out, "saved_model", name, "1"))
+        tf_out = {k: v.numpy() for k, v in loaded.signatures["serving_default"](**feeds[name]).items()}
+        for output, expected in want[name].items():
+            assert onnx_out[output].shape == expected.shape and onnx_out[output].dtype == np.float32
+            assert np.max(np.abs(onnx_out[output] - expected)) <= TOLERANCE, (name, output, "onnx")
+            assert np.max(np.abs(tf_out[output] - expected)) <= TOLERANCE, (name, output, "saved_model")
+    # Keras's own float32 log p(z) agrees too on this small model.
+    np.testing.assert_allclose(np.asarray(model.log_prior(z)), want["log_prior"]["log_pz"], atol=TOLERANCE, rtol=0)
+    for name in VAMP_TENSORS:  # what the export measured on its own check data
+        assert set(result.max_abs_diff[name]) == {"saved_model", "onnx"}
+        assert all(0 <= d <= TOLERANCE for diffs in result.max_abs_diff[name].values() for d in diffs.values())
+
+
+@pytest.mark.parametrize(
+    "reference, message",
+    [("prior_reference", "prior output 'z' from saved_model"), ("log_prior_reference", "log_prior output 'log_pz'")],
+)
+def test_failed_prior_verification_publishes_nothing(tiny_vamp_run, check_images, tmp_path, monkeypatch, reference,
+                                                     message):
+    import export.verify
+
+    honest = getattr(export.verify, reference)
+    off = lambda *args: {k: v + 1e-3 for k, v in honest(*args).items()}  # noqa: E731  a wrong reference
+    monkeypatch.setattr(export.verify, reference, off)
+    out = tmp_path / "new" / "artifacts"
+    with pytest.raises(ExportError, match=message + ".*nothing was published"):
+        export_vae(tiny_vamp_run[1].model, out, check_images=check_images)
+    assert os.listdir(tmp_path / "new") == []

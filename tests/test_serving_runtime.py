@@ -141,7 +141,13 @@ def _edit_manifest(path, change):
         (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda p: _edit_manifest(p, lambda m: m.pop("latent_dim")), "missing keys ['latent_dim']"),
-        (lambda p: _edit_manifest(p, lambda m: m.update(format_version=2)), "format_version 2"),
+        (lambda p: _edit_manifest(p, lambda m: m.update(format_version=3)), "format_version 3, this server reads 1"),
+        (lambda p: _edit_manifest(p, lambda m: m.pop("prior")), "format_version 2 needs the key 'prior'"),
+        (lambda p: _edit_manifest(p, lambda m: m.update(prior={"type": "flow"})), "prior must be"),
+        (
+            lambda p: _edit_manifest(p, lambda m: m.update(prior={"type": "vamp", "num_components": 10})),
+            "models.prior.onnx is missing",
+        ),
         (lambda p: _edit_manifest(p, lambda m: m.update(models=[])), "models must map"),
         (lambda p: _edit_manifest(p, lambda m: m.update(input_shape="28x28")), "input_shape must be a list"),
         (
@@ -296,3 +302,124 @@ def test_python_m_serving_serves_under_the_import_blocker(serving_artifacts, ser
     finally:
         process.terminate()  # SIGTERM: a clean exit
         assert process.wait(30) == 0, process.stderr.read()
+
+
+# The learned prior (VampPrior artifacts: the prior and log_prior models)
+
+
+def _vamp_components(model):
+    return tuple(np.asarray(t) for t in model.prior_components())  # (K, latent_dim) each
+
+
+def test_vamp_sampling_matches_keras(vamp_runtime, tiny_vamp_run):
+    model = tiny_vamp_run[1].model
+    assert (vamp_runtime.prior, vamp_runtime.num_components, vamp_runtime.latent_dim) == ("vamp", 10, 4)
+    assert set(vamp_runtime.sessions) == {"encoder", "decoder", "prior", "log_prior"}
+    for seed, temperature in [(0, 1.0), (3, 0.7), (12, 1.3)]:
+        images = vamp_runtime.sample(16, seed=seed, temperature=temperature)
+        np.testing.assert_allclose(images, model.sample(16, seed=seed, temperature=temperature), atol=1e-5, rtol=0)
+        np.testing.assert_allclose(
+            vamp_runtime.sample_z(16, seed, temperature), model.sample_prior(16, seed, temperature), atol=1e-5, rtol=0
+        )
+    np.testing.assert_array_equal(vamp_runtime.sample(8, seed=4), vamp_runtime.sample(8, seed=4))  # same seed
+    assert not np.allclose(vamp_runtime.sample(8, seed=4), vamp_runtime.sample(8, seed=5))  # another seed
+
+
+def test_vamp_sampling_convention(vamp_runtime, tiny_vamp_run):
+    """ARTIFACTS.md's recipe, written out: eps first, then the components, then the prior model."""
+    rng = np.random.default_rng(6)
+    eps = rng.standard_normal((32, 4), dtype=np.float32)
+    component = rng.integers(0, 10, size=32)
+    one_hot = np.eye(10, dtype=np.float32)[component]
+    z = vamp_runtime.run("prior", {"eps": np.float32(0.5) * eps, "component": one_hot})["z"]
+    np.testing.assert_array_equal(vamp_runtime.sample_z(32, seed=6, temperature=0.5), z)
+    means, log_vars = _vamp_components(tiny_vamp_run[1].model)
+    np.testing.assert_allclose(z, means[component] + np.exp(0.5 * log_vars[component]) * 0.5 * eps, atol=1e-5, rtol=0)
+    assert len(set(component)) > 5  # the draw really mixes components
+    # Temperature 0: exactly the chosen components' means (baked into the graph as Keras computed them).
+    np.testing.assert_array_equal(vamp_runtime.sample_z(5, seed=1, temperature=0.0), means[_components_after_eps(1, 5)])
+
+
+def _components_after_eps(seed, n, latent_dim=4, num_components=10):
+    """The components the convention draws: the second draw of PCG64(seed), after the (n, latent_dim) noise."""
+    rng = np.random.default_rng(seed)
+    rng.standard_normal((n, latent_dim), dtype=np.float32)
+    return rng.integers(0, num_components, size=n)
+
+
+def test_vamp_log_prior_matches_kvae(vamp_runtime, serving_runtime, tiny_vamp_run):
+    from kvae.priors import log_mixture_numpy, log_standard_normal_numpy
+
+    means, log_vars = _vamp_components(tiny_vamp_run[1].model)
+    z = np.concatenate([vamp_runtime.sample_z(128, seed=2), 3 * np.random.default_rng(2).standard_normal((128, 4))])
+    log_pz = vamp_runtime.log_prior(z)
+    assert log_pz.shape == (256,) and log_pz.dtype == np.float32
+    np.testing.assert_allclose(log_pz, log_mixture_numpy(z.astype(np.float32), means, log_vars), atol=1e-5, rtol=0)
+    z8 = serving_runtime.sample_z(16, seed=2)  # the N(0, I) prior: the closed form
+    np.testing.assert_allclose(serving_runtime.log_prior(z8), log_standard_normal_numpy(z8), atol=1e-5, rtol=0)
+    with pytest.raises(InputError, match=r"expects shape \[-1, 4\]"):
+        vamp_runtime.log_prior(np.zeros((2, 3), np.float32))
+
+
+def test_vamp_generate_cli(vamp_artifacts, vamp_runtime, tmp_path):
+    out = tmp_path / "vamp.png"
+    args = ["generate", str(vamp_artifacts), "--n", "9", "--seed", "7", "--temperature", "0.8", "--out", str(out)]
+    assert serving_main(args) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(out)), images.grid(vamp_runtime.sample(9, 7, 0.8))[..., 0])
+
+
+def test_format_version_1_artifacts_still_load(serving_artifacts, serving_runtime, tmp_path):
+    """A format_version 1 manifest (no "prior" key) is read as the N(0, I) prior."""
+    path = _copy(serving_artifacts, tmp_path)
+    _edit_manifest(path, lambda m: (m.update(format_version=1), m.pop("prior")))
+    runtime = Runtime(path)
+    assert runtime.manifest["format_version"] == 1 and runtime.prior == "normal" and runtime.num_components is None
+    assert set(runtime.sessions) == {"encoder", "decoder"}
+    np.testing.assert_array_equal(runtime.sample(4, seed=8), serving_runtime.sample(4, seed=8))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda m: m["models"].pop("log_prior"), "models.log_prior.onnx is missing"),
+        (lambda m: m["prior"].pop("num_components"), "a vamp prior needs num_components"),
+        (lambda m: m["prior"].update(num_components=12), "input 'component' has shape [-1, 10], expected [-1, 12]"),
+        (lambda m: m["models"]["prior"]["inputs"].pop(1), "models.prior.inputs must declare ['eps', 'component']"),
+    ],
+)
+def test_vamp_artifact_errors(vamp_artifacts, tmp_path, damage, message):
+    path = _copy(vamp_artifacts, tmp_path)
+    _edit_manifest(path, damage)
+    with pytest.raises(ArtifactError) as info:
+        Runtime(path)
+    assert message in str(info.value) and "Re-export" in str(info.value)
+
+
+def test_vamp_sampling_under_the_import_blocker(vamp_artifacts, vamp_runtime, tmp_path):
+    code = """
+        import sys
+        import numpy as np
+        from serving import Runtime
+        r = Runtime(sys.argv[1])
+        np.save(sys.argv[2], r.sample(4, seed=2))
+        np.save(sys.argv[3], r.log_prior(r.sample_z(4, seed=2)))
+        assert not BLOCKED & {m.split(".")[0] for m in sys.modules}
+    """
+    files = [str(tmp_path / "s.npy"), str(tmp_path / "l.npy")]
+    process = _blocked_python(code, str(vamp_artifacts), *files, stderr=subprocess.PIPE)
+    assert process.wait(120) == 0, process.stderr.read().decode()
+    np.testing.assert_array_equal(np.load(files[0]), vamp_runtime.sample(4, seed=2))
+    np.testing.assert_array_equal(np.load(files[1]), vamp_runtime.log_prior(vamp_runtime.sample_z(4, seed=2)))
+
+
+def test_serving_names_are_the_export_table():
+    """serving/manifest.py repeats the names of export/tensors.py's table; they must not drift apart."""
+    from export import tensors
+    from serving import manifest as mf
+
+    table = tensors.model_tensors((28, 28, 1), 4, "bernoulli", num_classes=None, num_components=10)
+    assert list(table) == list(mf.REQUIRED_TENSORS)
+    for name, (inputs, outputs) in mf.REQUIRED_TENSORS.items():
+        assert inputs == tensors.names(table[name], "inputs")
+        assert set(outputs) <= set(tensors.names(table[name], "outputs"))
+    assert mf.LABELS == tensors.LABELS and mf.X_LOGITS == tensors.X_LOGITS

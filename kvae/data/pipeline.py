@@ -24,12 +24,26 @@ def labeled(x, y):
     return tf.data.Dataset.from_tensor_slices({"x": x, "y": np.asarray(y, np.int64)})
 
 
-def train_dataset(x_uint8, batch_size, binarize, seed, shuffle=True):
+def batches_per_epoch(n, batch_size):
+    """Batches in one epoch of n examples; the last partial batch is kept."""
+    return -(-n // batch_size)
+
+
+def train_dataset(x_uint8, batch_size, binarize, seed, shuffle=True, epochs=None, first_epoch=0):
     """Shuffled batches of float32 images in [0, 1] (binarized anew each epoch if asked).
 
     Shapes: x_uint8 (n, h, w, c) -> batches (batch_size, h, w, c); the last
     partial batch is kept. x_uint8 may also be a `labeled` dataset.
+
+    epochs=None: one epoch's batches; iterating again gives the next epoch's
+    (seeded, counted from the first iteration in this process).
+    epochs=E: the batches of epochs first_epoch..E-1 in one pass, each
+    epoch's order and binary pixels a function of (seed, epoch) alone, so a
+    run resumed at epoch e draws exactly the batches it would have drawn; fit
+    it with steps_per_epoch=batches_per_epoch(n, batch_size). `kvae train` uses this.
     """
+    if epochs is not None:
+        return _epoch_indexed(x_uint8, batch_size, binarize, seed, shuffle, first_epoch, epochs)
     images = _examples(x_uint8)
     if shuffle:
         images = images.shuffle(len(x_uint8), seed=seed, reshuffle_each_iteration=True)
@@ -42,6 +56,34 @@ def train_dataset(x_uint8, batch_size, binarize, seed, shuffle=True):
     else:
         ds = images.map(_to_unit_float, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _epoch_indexed(x_uint8, batch_size, binarize, seed, shuffle, first_epoch, epochs):
+    """Epochs first_epoch..epochs-1: a stateless permutation of the example indices from (seed, epoch), gathered."""
+    n = len(x_uint8)
+    data = _as_tensors(x_uint8)  # the whole split: an array, or the dict of a `labeled` dataset
+
+    def one_epoch(epoch):  # epoch: tf.int64 scalar
+        order = tf.range(n, dtype=tf.int64)
+        if shuffle:
+            order = tf.random.experimental.stateless_shuffle(order, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        batches = tf.data.Dataset.from_tensor_slices(order).batch(batch_size).enumerate()  # (index in epoch, ids)
+        gather = lambda ids: tf.nest.map_structure(lambda t: tf.gather(t, ids), data)
+        if binarize:
+            return batches.map(
+                lambda i, ids: _binarize_batch(gather(ids), tf.stack([tf.constant(seed, tf.int64), epoch * 1_000_003 + i])),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+        return batches.map(lambda i, ids: _to_unit_float(gather(ids)), num_parallel_calls=tf.data.AUTOTUNE)
+
+    return tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch).prefetch(tf.data.AUTOTUNE)
+
+
+def _as_tensors(x):
+    """An image array -> a tensor; a dataset of examples of known length -> its examples stacked (a dict of tensors)."""
+    if isinstance(x, tf.data.Dataset):
+        return next(iter(x.batch(len(x))))
+    return tf.constant(x)
 
 
 def eval_dataset(x, batch_size):

@@ -1,0 +1,215 @@
+"""Time to quality on the fashion-vamp recipe: `kvae train --preset fashion-vamp` against benchmarks.torch_vamp.
+
+    python -m benchmarks.run --only vamp-race [--vamp-max-minutes M] [--vamp-max-epochs E]
+
+Both contenders train the same recipe (kvae.config.PRESETS["fashion-vamp"], one dict
+for both) in their own processes, one epoch at a time, taking turns (the order
+reversed every other epoch). After each epoch the contender's weights go, off
+the clock, to one evaluator process that runs kvae.evaluate.evaluate on them:
+the same estimator, the same VampPrior log p(z) (the mixture over the encoded
+pseudo-inputs, which travel with the weights), the same first `num_images`
+test images of the published draw (kvae.data.protocol.evaluation_views) and the
+same sampling seed for both.
+
+Each epoch is screened with k = `screen_k`; the k = `k` evaluation that judges a
+crossing runs when the screen says the next threshold may be near: before the
+first k = `k` evaluation, when the screen is within `screen_margin` nats of it;
+after, when the screen minus the gap last seen between the two estimates is
+within `gap_margin` nats. A crossing of a threshold is the first epoch whose
+k = `k` NLL is below it.
+
+Clock: the sum of the contender's epochs as it spends them, kvae train's
+including its validation pass and checkpoint, PyTorch's training only; worker
+start-up and the evaluations are not on it. The race stops when both have
+crossed every threshold, after `max_epochs` epochs, or at the first epoch
+boundary after `max_minutes` minutes of the whole race (evaluations included).
+The workers talk over pipes to this process; nothing uses the network.
+"""
+
+import copy
+import os
+import statistics
+import time
+
+from benchmarks import harness
+
+PRESET = "fashion-vamp"
+TEST_DRAW = "published-777"  # kvae.data.protocol.draw_name(True), without importing kvae here
+
+FULL = {
+    "thresholds": [230.0, 229.0, 228.0],
+    "k": 1000, "num_images": 1000, "screen_k": 100, "screen_margin": 3.0, "gap_margin": 0.5,
+    "max_epochs": 350, "max_minutes": 600.0,
+    "train_limit": None, "val_limit": None, "overrides": {},
+    # Before the race, a few short epochs of both PyTorch thread settings pick the one that races.
+    "probe": {"train_limit": 5_000, "warmup": 1, "rounds": 2},
+}
+QUICK = {  # a smoke run: toy sizes and thresholds that the first epochs cross (all but the last)
+    "thresholds": [100_000.0, 50_000.0, 1.0],
+    "k": 10, "num_images": 20, "screen_k": 4, "screen_margin": 3.0, "gap_margin": 0.5,
+    "max_epochs": 2, "max_minutes": 10.0,
+    "train_limit": 200, "val_limit": 100, "overrides": {"num_pseudo_inputs": 10},
+    "probe": {"train_limit": 200, "warmup": 0, "rounds": 1},
+}
+
+TORCH_CONFIGS = {"torch_vamp": {}, "torch_vamp_1thread": {"threads": 1}}
+
+
+def recipe(settings):
+    """The TrainConfig dict both contenders train: the preset, the settings' overrides, train_limit, seed 0."""
+    from kvae.config import PRESETS
+
+    return {**copy.deepcopy(PRESETS[PRESET]), **settings.get("overrides", {}),
+            "train_limit": settings.get("train_limit"), "seed": 0}
+
+
+def specs(settings, tmp, torch_name, dump):
+    """Worker specs: kvae, the PyTorch configuration `torch_name`, and the evaluator."""
+    r = recipe(settings)
+    return {
+        "kvae": {"kind": "kvae", "config": {**r, "run_dir": os.path.join(tmp, "kvae-vamp")},
+                 "dump": os.path.join(dump, "kvae-{epoch}.npz"), "val_limit": settings.get("val_limit")},
+        torch_name: {"kind": "torch_vamp", "config": r, **TORCH_CONFIGS[torch_name],
+                     "dump": os.path.join(dump, torch_name + "-{epoch}.npz")},
+        "evaluator": {"kind": "evaluator", "config": r, "num_images": settings["num_images"]},
+    }
+
+
+def pick_torch(settings, tmp, progress):
+    """Alternates short epochs of PyTorch's default threads and one thread; returns (faster name, probe summary)."""
+    probe = settings.get("probe")
+    if not probe:
+        return "torch_vamp", None
+    r = {**recipe(settings), "train_limit": probe["train_limit"]}
+    progress(f"PyTorch threads for the race: {probe['rounds']} rounds of {probe['train_limit']:,} images each")
+    workers = harness.start_all({name: {"kind": "torch_vamp", "config": r, **extra}
+                                 for name, extra in TORCH_CONFIGS.items()}, tmp)
+    try:
+        reports = harness.alternate(workers, probe["warmup"], probe["rounds"], progress)
+    finally:
+        harness.close_all(workers)
+    summary = harness.throughput_summary(reports)
+    best = max(summary, key=lambda n: summary[n]["samples_per_s"])
+    return best, {name: {"samples_per_s": s["samples_per_s"], "samples_per_s_all": s["samples_per_s_all"]}
+                  for name, s in summary.items()}
+
+
+def run(settings, tmp, progress, snapshot=None):
+    """The race. `snapshot(result)`, if given, is called after every epoch with the result so far."""
+    started = time.monotonic()
+    thresholds = sorted(settings["thresholds"], reverse=True)
+    torch_name, probe = pick_torch(settings, tmp, progress)
+    dump = os.path.join(tmp, "vamp-weights")
+    os.makedirs(dump, exist_ok=True)
+    workers = harness.start_all(specs(settings, tmp, torch_name, dump), tmp)
+    evaluator = workers.pop()
+    result = {
+        "preset": PRESET, "recipe": recipe(settings), "settings": settings, "test_draw": TEST_DRAW,
+        "torch": torch_name, "probe": probe, "contenders": [w.name for w in workers],
+        "curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers},
+        "stopped": None, "wall_s": None,
+    }
+    gaps = {w.name: None for w in workers}
+
+    def evaluate(path, k):
+        evaluator.send(cmd="eval", path=path, k=k)
+        return evaluator.expect("eval", timeout=7200)
+
+    try:
+        for epoch in range(settings["max_epochs"]):
+            active = [w for w in workers if len(result["crossed"][w.name]) < len(thresholds)]
+            if not active:
+                result["stopped"] = "every threshold crossed"
+                break
+            if time.monotonic() - started > 60 * settings["max_minutes"]:
+                result["stopped"] = f"max_minutes ({settings['max_minutes']:g})"
+                break
+            if epoch % 2:
+                active.reverse()
+            for w in active:
+                r = w.run_epoch()
+                path = os.path.join(dump, f"{w.name}-{epoch}.npz")
+                screen = evaluate(path, settings["screen_k"])
+                curve, crossed = result["curves"][w.name], result["crossed"][w.name]
+                prev = curve[-1] if curve else {"clock_s": 0.0, "train_clock_s": 0.0}
+                point = {
+                    "epoch": epoch + 1, "screen_nll": screen["nll"], "nll": None, "nll_stderr": None,
+                    "nll_mc_stderr": None, "clock_s": prev["clock_s"] + r["epoch_s"],
+                    "train_clock_s": prev["train_clock_s"] + r["train_s"], "loss": r["loss"],
+                    "eval_s": screen["eval_s"], "report": r,
+                }
+                target = next(t for t in thresholds if _key(t) not in crossed)
+                gap = gaps[w.name]
+                near = (screen["nll"] < target + settings["screen_margin"] if gap is None
+                        else screen["nll"] - gap < target + settings["gap_margin"])
+                if near:
+                    e = evaluate(path, settings["k"])
+                    gaps[w.name] = screen["nll"] - e["nll"]
+                    point.update(nll=e["nll"], nll_stderr=e["nll_stderr"], nll_mc_stderr=e.get("nll_mc_stderr"),
+                                 eval_s=point["eval_s"] + e["eval_s"])
+                    for t in thresholds:
+                        if _key(t) not in crossed and e["nll"] < t:
+                            crossed[_key(t)] = epoch + 1
+                os.remove(path)  # a dump is a few MB; the curve keeps what was measured
+                curve.append(point)
+                full = f"NLL {point['nll']:.2f} (k={settings['k']})" if point["nll"] is not None else "not evaluated"
+                progress(f"  {w.name} epoch {epoch + 1}: screen {screen['nll']:.2f} (k={settings['screen_k']}), "
+                         f"{full}, at {point['clock_s']:.1f} s (evaluation {point['eval_s']:.1f} s, off the clock)"
+                         + (f"; crossed {', '.join(k for k, v in crossed.items() if v == epoch + 1)}"
+                            if epoch + 1 in crossed.values() else ""))
+            if snapshot:
+                snapshot(result)
+        else:
+            result["stopped"] = f"max_epochs ({settings['max_epochs']})"
+    finally:
+        harness.close_all(workers + [evaluator])
+    result["wall_s"] = time.monotonic() - started
+    result["summary"] = summarize(result)
+    if snapshot:
+        snapshot(result)
+    return result
+
+
+def _key(threshold):
+    return f"{threshold:g}"
+
+
+def steady_clock(curve, epochs):
+    """Epochs times the median whole-epoch time over them: the clock without the stalls of a shared machine."""
+    return epochs * statistics.median(p["report"]["epoch_s"] for p in curve[:epochs])
+
+
+def summarize(result):
+    """Per threshold: each contender's crossing (epoch, clocks, NLL) and PyTorch's time over kvae's.
+
+    `ratio` is PyTorch's clock over kvae's (goal >= 1.0). When only kvae crossed,
+    PyTorch's whole clock gives a lower bound ("bound": ">="); when only PyTorch
+    did, kvae's whole clock an upper bound ("<=").
+    """
+    kvae, torch_name = "kvae", result["torch"]
+    out = []
+    for t in sorted(result["settings"]["thresholds"], reverse=True):
+        row = {"threshold": t}
+        for name in (kvae, torch_name):
+            curve = result["curves"].get(name, [])
+            epoch = result["crossed"].get(name, {}).get(_key(t))
+            if epoch is None:
+                row[name] = {"epoch": None, "epochs_run": len(curve),
+                             "clock_s": curve[-1]["clock_s"] if curve else None,
+                             "train_clock_s": curve[-1]["train_clock_s"] if curve else None}
+                continue
+            p = curve[epoch - 1]
+            row[name] = {"epoch": epoch, "clock_s": p["clock_s"], "train_clock_s": p["train_clock_s"],
+                         "steady_clock_s": steady_clock(curve, epoch), "nll": p["nll"], "nll_stderr": p["nll_stderr"]}
+        a, b = row[kvae], row[torch_name]
+        row["ratio"] = row["train_ratio"] = row["steady_ratio"] = row["bound"] = None
+        if a["epoch"] and b["epoch"]:
+            row["ratio"] = b["clock_s"] / a["clock_s"]
+            row["train_ratio"] = b["train_clock_s"] / a["train_clock_s"]
+            row["steady_ratio"] = b["steady_clock_s"] / a["steady_clock_s"]
+        elif a["epoch"] and b["clock_s"]:
+            row["ratio"], row["bound"] = b["clock_s"] / a["clock_s"], ">="
+        elif b["epoch"] and a["clock_s"]:
+            row["ratio"], row["bound"] = b["clock_s"] / a["clock_s"], "<="
+        out.append(row)
+    return out
