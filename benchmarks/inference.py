@@ -3,7 +3,7 @@
     python -m benchmarks.inference --out inference.json [--quick]
 
 A kvae model (the MLP, latent 50; and the conv model, latent 2) trained for
-one short epoch is exported with export.export_vae; then each contender runs
+one short epoch is exported with kvae_export.export_vae; then each contender runs
 the same inputs at batch 1 (latency) and batch 1024 (throughput), in blocks
 of calls taken in turn (the order rotated every round), and the tables keep
 the median call time. Decoder: z -> x_mean = sigmoid(logits); encoder:
@@ -153,7 +153,7 @@ def main(argv=None):
     settings = json.loads(args.settings)
     calls = {int(k): v for k, v in settings["calls_per_block"].items()}
 
-    from export import export_vae
+    from kvae_export import export_vae
     from kvae.data import load_dataset, pipeline
 
     splits = load_dataset("fashion_mnist")

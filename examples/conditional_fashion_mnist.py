@@ -72,11 +72,11 @@ def main(argv=None):
     if args.quick:
         args.epochs, args.classifier_epochs, args.per_class = 1, 1, 20
 
-    from export import export_run
+    from kvae_export import export_run
     from kvae.config import TrainConfig
     from kvae.data import load_dataset
     from kvae.train import train
-    from serving import Runtime, images
+    from kvae_serving import Runtime, images
 
     started = time.time()
     splits = load_dataset("fashion_mnist")

@@ -1,6 +1,6 @@
 """The VAE argument as runnable, measured experiments.
 
-`python -m experiments --out DIR [--quick]` runs three of them and writes
+`python -m kvae_experiments --out DIR [--quick]` runs three of them and writes
 DIR/report.md with its figures beside it:
 
 1. generation from random codes: autoencoder vs VAE on Fashion-MNIST, scored

@@ -1,7 +1,7 @@
-"""`python -m experiments --out DIR [--quick] [--seed N]`: the three experiments and DIR/report.md."""
+"""`python -m kvae_experiments --out DIR [--quick] [--seed N]`: the three experiments and DIR/report.md."""
 
 import sys
 
-from experiments.cli import main
+from .cli import main
 
 sys.exit(main())

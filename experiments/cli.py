@@ -1,4 +1,4 @@
-"""The command line of the experiments: `python -m experiments --out DIR [--quick]`, or `kvae experiments` once wired.
+"""The command line of the experiments: `python -m kvae_experiments --out DIR [--quick]`, or `kvae experiments`.
 
 Cheap to import: TensorFlow, Keras and scikit-learn load only when the command runs.
 """
@@ -19,7 +19,7 @@ def add_arguments(p):
 def run(args):
     """Runs the experiments for parsed arguments; returns the exit code."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from experiments.run import run_all
+    from .run import run_all
     from kvae.data import load_dataset
 
     splits = load_dataset("fashion_mnist", data_dir=args.data_dir)
@@ -38,5 +38,5 @@ def add_parser(subparsers):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m experiments", description="The VAE argument as measured experiments.")
+    parser = argparse.ArgumentParser(prog="python -m kvae_experiments", description="The VAE argument as measured experiments.")
     return run(add_arguments(parser).parse_args(argv))

@@ -16,7 +16,7 @@ def render(r):
     lines = [
         "# The VAE argument, measured",
         "",
-        f"`python -m experiments --out DIR{' --quick' if s['quick'] else ''}` (seed {s['seed']}, "
+        f"`python -m kvae_experiments --out DIR{' --quick' if s['quick'] else ''}` (seed {s['seed']}, "
         f"{'toy sizes' if s['quick'] else 'full sizes'}); total {t['total']:.0f} s on this machine "
         f"({', '.join(f'{k} {v:.0f} s' for k, v in t.items() if k != 'total')}). Numbers: `results.json`.",
         "",

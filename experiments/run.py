@@ -5,8 +5,8 @@ import json
 import os
 import time
 
-from experiments import classifier, figures, generation, rbm, report, ring
-from experiments.scoring import Scorer
+from . import classifier, figures, generation, rbm, report, ring
+from .scoring import Scorer
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ project's fixed test binarization. The reference statistics are computed once.
 
 import numpy as np
 
-from experiments.frechet import frechet_distance, gaussian_stats
+from .frechet import frechet_distance, gaussian_stats
 from kvae.data import pipeline
 
 

@@ -3,14 +3,14 @@
 A VampPrior VAE also gets its learned prior as two models: prior (a seeded
 draw from the mixture, noise in, z out) and log_prior (z -> log p(z)).
 
-    from export import export_run
+    from . import export_run
     export_run("runs/fashion-mlp", "artifacts")
 
 writes the folder described in ARTIFACTS.md, after proving that the
 SavedModel and ONNX outputs equal the Keras outputs within 1e-5.
 """
 
-from export.api import ExportResult, export_run, export_vae
-from export.errors import ExportError
+from .api import ExportResult, export_run, export_vae
+from .errors import ExportError
 
 __all__ = ["ExportError", "ExportResult", "export_run", "export_vae"]

@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from export import publish
-from export.errors import ExportError
-from export.tensors import DECODER, ENCODER, LOG_PRIOR, PRIOR, model_tensors
+from . import publish
+from .errors import ExportError
+from .tensors import DECODER, ENCODER, LOG_PRIOR, PRIOR, model_tensors
 
 NUM_CHECK_IMAGES = 256
 
@@ -51,7 +51,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
     import keras
 
     import kvae
-    from export import manifest, onnx_export, saved_model, triton, verify
+    from . import manifest, onnx_export, saved_model, triton, verify
     from kvae.precision import float32_twin
 
     if keras.backend.backend() != "tensorflow":
@@ -111,8 +111,8 @@ def _modules(model, input_shape, tensors):
     pseudo-inputs (model.prior_components()), and baked into the prior and
     log_prior graphs as constants.
     """
-    from export import saved_model
-    from export.verify import prior_components
+    from . import saved_model
+    from .verify import prior_components
 
     modules = {
         ENCODER: saved_model.EncoderModule(model.encoder, input_shape, model.num_classes),
@@ -176,7 +176,7 @@ def _read_json(path):
 
 def _check_labels(model, labels, n):
     """One-hot (n, C) labels for the encoder check of a conditional model; None for an unconditional one."""
-    from export.verify import check_labels
+    from .verify import check_labels
 
     if model.num_classes is None:
         if labels is not None:

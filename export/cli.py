@@ -8,8 +8,8 @@ import argparse
 import os
 import sys
 
-from export.api import export_run
-from export.errors import ExportError
+from .api import export_run
+from .errors import ExportError
 
 
 def add_parser(subparsers):
@@ -42,7 +42,7 @@ def run(args):
 
 def summary(result):
     """A few lines: where each model went and the largest difference from Keras per backend (export.verify.compare)."""
-    from export.verify import TOLERANCE
+    from .verify import TOLERANCE
 
     relative = ", log_pz relative to its size" if "log_prior" in result.max_abs_diff else ""
     lines = [f"exported to {result.out} (manifest.json; all outputs within {TOLERANCE:g} of Keras{relative})"]
@@ -54,7 +54,7 @@ def summary(result):
 
 
 def main(argv=None):
-    """Stand-alone entry point: python -m export.cli RUN_DIR --out ARTIFACTS [--force]."""
+    """Stand-alone entry point: python -m kvae_export.cli RUN_DIR --out ARTIFACTS [--force]."""
     parser = argparse.ArgumentParser(prog="kvae")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["export", *(sys.argv[1:] if argv is None else argv)])

@@ -1,5 +1,5 @@
-"""The one exception the exporter raises for anything the caller can fix."""
+"""The errors the exporter raises: kvae's one error family (kvae_contract.errors)."""
 
+from kvae_contract.errors import ExportError, VerificationError
 
-class ExportError(RuntimeError):
-    """An export could not be written or did not prove equal to Keras; nothing was published."""
+__all__ = ["ExportError", "VerificationError"]

@@ -4,7 +4,7 @@ import hashlib
 import json
 import os
 
-from export import tensors as names
+from . import tensors as names
 
 FILE = "manifest.json"
 FORMAT_VERSION = 2  # 2: the "prior" key, and the prior/log_prior models of VampPrior exports

@@ -11,7 +11,7 @@ import json
 import onnx
 import tf2onnx
 
-from export.errors import ExportError
+from .errors import ExportError
 
 OPSET = 17
 BATCH = "batch"

@@ -12,7 +12,7 @@ import secrets
 import shutil
 import tempfile
 
-from export.errors import ExportError
+from .errors import ExportError
 
 
 def check_target(out, force):

@@ -14,8 +14,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from export import tensors as names
-from export.errors import ExportError
+from . import tensors as names
+from .errors import ExportError
 
 
 class EncoderModule(tf.Module):

@@ -14,9 +14,9 @@ relative above.
 
 import numpy as np
 
-from export import saved_model
-from export import tensors as names
-from export.errors import ExportError
+from . import saved_model
+from . import tensors as names
+from .errors import ExportError
 
 TOLERANCE = 1e-5
 CHECK_SEED = 0  # seed of the random latents the decoders are checked on

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 
+from kvae_contract.errors import ConfigError
+
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
 
@@ -114,7 +116,7 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ValueError(f"Invalid training config: {message}. Received: {self}")
+                raise ConfigError(f"Invalid training config: {message}. Received: {self}")
 
     @property
     def binarize(self):

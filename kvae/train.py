@@ -16,10 +16,7 @@ from kvae.optimizers import FusedAdam
 from kvae.precision import policy_scope
 from kvae.rundir import RunDir
 from kvae.vae import VAE
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run directory keeps the last good epoch."""
+from kvae_contract.errors import TrainingDiverged  # noqa: F401  (re-exported: kvae.train.TrainingDiverged)
 
 
 @dataclasses.dataclass

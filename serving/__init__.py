@@ -9,11 +9,11 @@ __all__ = ["Runtime", "ArtifactError", "InputError"]
 
 def __getattr__(name):
     if name == "Runtime":
-        from serving.runtime import Runtime
+        from .runtime import Runtime
 
         return Runtime
     if name in ("ArtifactError", "InputError"):
-        from serving import errors
+        from . import errors
 
         return getattr(errors, name)
     raise AttributeError(f"module 'serving' has no attribute {name!r}")

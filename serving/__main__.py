@@ -1,7 +1,7 @@
-"""`python -m serving ARTIFACTS [--host 127.0.0.1] [--port 8000]`, and `python -m serving generate ARTIFACTS ...`."""
+"""`python -m kvae_serving ARTIFACTS [--host 127.0.0.1] [--port 8000]`, and `python -m kvae_serving generate ARTIFACTS ...`."""
 
 import sys
 
-from serving.cli import main
+from .cli import main
 
 sys.exit(main())

@@ -1,4 +1,4 @@
-"""`kvae generate` and `kvae serve` (also `python -m serving`): argument parsers and their commands.
+"""`kvae generate` and `kvae serve` (also `python -m kvae_serving`): argument parsers and their commands.
 
 Only argparse at import time: onnxruntime loads when a command runs, so `kvae --help` stays fast.
 """
@@ -6,7 +6,7 @@ Only argparse at import time: onnxruntime loads when a command runs, so `kvae --
 import argparse
 import sys
 
-from serving.errors import ServingError
+from .errors import ServingError
 
 
 def _positive_int(text):
@@ -21,7 +21,7 @@ def add_generate_parser(subparsers):
     p.add_argument("artifacts", help="directory written by `kvae export` (manifest.json, onnx/...)")
     p.add_argument("--n", type=_positive_int, default=64, help="number of images")
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of z ~ N(0, temperature^2 I); the same seed gives the same images"
+        "--seed", type=int, default=0, help="seed of the prior draw (N(0, temperature^2 I), or the learned VampPrior); the same seed gives the same images"
     )
     p.add_argument("--temperature", type=float, default=1.0, help="scale of the prior samples")
     p.add_argument("--label", type=int, default=None,
@@ -50,8 +50,8 @@ def add_serve_parser(subparsers):
 
 
 def generate(args):
-    from serving.images import save_grid
-    from serving.runtime import Runtime
+    from .images import save_grid
+    from .runtime import Runtime
 
     try:
         runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
@@ -64,8 +64,8 @@ def generate(args):
 
 
 def serve(args):
-    from serving.runtime import Runtime
-    from serving.server import serve as run_server
+    from .runtime import Runtime
+    from .server import serve as run_server
 
     try:
         runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
@@ -85,8 +85,8 @@ def serve(args):
 
 
 def main(argv=None):
-    """`python -m serving ARTIFACTS [--host H] [--port P]` serves; `python -m serving generate ...` generates."""
-    parser = argparse.ArgumentParser(prog="python -m serving", description="Serve kvae artifacts with onnxruntime.")
+    """`python -m kvae_serving ARTIFACTS [--host H] [--port P]` serves; `python -m kvae_serving generate ...` generates."""
+    parser = argparse.ArgumentParser(prog="python -m kvae_serving", description="Serve kvae artifacts with onnxruntime.")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_parser(sub)
     add_serve_parser(sub)

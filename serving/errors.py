@@ -1,13 +1,10 @@
-"""The two kinds of failure a caller can act on."""
+"""The errors serving raises on purpose: kvae's one error family (kvae_contract.errors).
 
+ServingError is the family's base under the name serving has always used.
+"""
 
-class ServingError(Exception):
-    """Base class of the errors serving/ raises on purpose."""
+from kvae_contract.errors import ArtifactError, InputError, KvaeError, NotFoundError
 
+ServingError = KvaeError
 
-class ArtifactError(ServingError):
-    """The artifacts directory is missing, incomplete or corrupt: re-export it."""
-
-
-class InputError(ServingError, ValueError):
-    """A request or argument does not fit the model; the message says expected vs received."""
+__all__ = ["ArtifactError", "InputError", "KvaeError", "NotFoundError", "ServingError"]

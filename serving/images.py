@@ -6,7 +6,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from serving.errors import InputError
+from .errors import InputError
 
 MODES = {1: "L", 3: "RGB"}  # channels -> Pillow mode
 

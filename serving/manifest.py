@@ -4,7 +4,7 @@ import hashlib
 import json
 import os
 
-from serving.errors import ArtifactError
+from .errors import ArtifactError
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # what kvae export writes now

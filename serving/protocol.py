@@ -14,7 +14,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from serving.errors import InputError
+from .errors import InputError
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 JSON_TYPE = "application/json"

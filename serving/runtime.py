@@ -7,8 +7,8 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from serving import manifest as mf
-from serving.errors import ArtifactError, InputError
+from . import manifest as mf
+from .errors import ArtifactError, InputError
 
 DTYPES = {"FP32": np.float32}  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
 ORT_TYPES = {"FP32": "tensor(float)"}

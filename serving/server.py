@@ -10,9 +10,9 @@ and knows nothing of sockets, should another front end be wanted.
 
 Routes
     GET  /v2/health/live, /v2/health/ready, /v2
-    GET  /v2/models/{encoder|decoder}[/versions/1]          model metadata
-    GET  /v2/models/{encoder|decoder}[/versions/1]/ready
-    POST /v2/models/{encoder|decoder}[/versions/1]/infer    JSON tensors, or binary tensor data
+    GET  /v2/models/{name}[/versions/1]          model metadata (encoder, decoder; prior, log_prior for a VampPrior)
+    GET  /v2/models/{name}[/versions/1]/ready
+    POST /v2/models/{name}[/versions/1]/infer    JSON tensors, or binary tensor data
     POST /v1/generate     {"n", "seed", "temperature", "format"[, "label" | "labels"]} -> PNG grid, or JSON images
     POST /v1/reconstruct  JSON {"images": [...], "format"[, "labels"]} or an image file body (?label=k)
                           -> PNG grid, or JSON images
@@ -36,9 +36,9 @@ from importlib import metadata
 
 import numpy as np
 
-from serving import images, protocol
-from serving.errors import InputError
-from serving.manifest import MODEL_VERSION
+from . import images, protocol
+from .errors import InputError
+from .manifest import MODEL_VERSION
 
 MAX_BATCH_SIZE = 1024
 MAX_BODY_BYTES = 64 * 2**20  # a full JSON batch of 1024 28x28 images is about 16 MiB

@@ -23,7 +23,7 @@ z = np.random.default_rng(0).standard_normal((8, 4)).astype("float32")
 np.save(f"{out}/z.npy", z)
 np.save(f"{out}/decoded.npy", model.decode(z))
 try:
-    from export import export_vae
+    from kvae_export import export_vae
 
     export_vae(model, f"{out}/artifacts", check_images=x[:16])
     export_error = None

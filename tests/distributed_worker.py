@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 
 from kvae import VAE  # noqa: E402
 from kvae.data import load_dataset, pipeline  # noqa: E402
-from kvae.distribute import make_strategy, prepare_model  # noqa: E402
+from kvae.distribute import make_strategy  # noqa: E402
 
 STEPS, BATCH, LATENT = 4, 100, 4
 x = pipeline.binarize_once(load_dataset().x_train[: STEPS * BATCH])
@@ -48,7 +48,6 @@ with strategy.scope():
     decoder = keras.Model(z_in, keras.layers.Reshape((28, 28, 1))(keras.layers.Dense(784)(keras.layers.Dense(64, activation="tanh")(z_in))))
     model = VAE(encoder, decoder, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
-    prepare_model(model, strategy)
 
 ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
 options = tf.data.Options()

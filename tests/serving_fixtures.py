@@ -1,6 +1,6 @@
 """Fixtures for the serving tests, loaded with `pytest_plugins = ["tests.serving_fixtures"]` so each is built once.
 
-serving_artifacts: `export.export_run` of conftest's tiny_run; serving_runtime: a Runtime on them;
+serving_artifacts: `kvae_export.export_run` of conftest's tiny_run; serving_runtime: a Runtime on them;
 vamp_artifacts, vamp_runtime: the same for conftest's tiny_vamp_run (a VampPrior, K = 10);
 live_server: the real HTTP server on 127.0.0.1 (a free port) in a background thread.
 """
@@ -17,39 +17,39 @@ MAX_BODY_BYTES = 2**20
 
 @pytest.fixture(scope="session")
 def serving_artifacts(tiny_run, tmp_path_factory):
-    import export
+    import kvae_export
 
     out = tmp_path_factory.mktemp("serving") / "artifacts"
-    export.export_run(tiny_run[0], out)
+    kvae_export.export_run(tiny_run[0], out)
     return out
 
 
 @pytest.fixture(scope="session")
 def serving_runtime(serving_artifacts):
-    from serving.runtime import Runtime
+    from kvae_serving.runtime import Runtime
 
     return Runtime(serving_artifacts)
 
 
 @pytest.fixture(scope="session")
 def vamp_artifacts(tiny_vamp_run, tmp_path_factory):
-    import export
+    import kvae_export
 
     out = tmp_path_factory.mktemp("serving_vamp") / "artifacts"
-    export.export_run(tiny_vamp_run[0], out)
+    kvae_export.export_run(tiny_vamp_run[0], out)
     return out
 
 
 @pytest.fixture(scope="session")
 def vamp_runtime(vamp_artifacts):
-    from serving.runtime import Runtime
+    from kvae_serving.runtime import Runtime
 
     return Runtime(vamp_artifacts)
 
 
 @pytest.fixture(scope="session")
 def live_server(serving_runtime):
-    from serving.server import make_server
+    from kvae_serving.server import make_server
 
     srv = make_server(
         serving_runtime, "127.0.0.1", 0, quiet=True, max_batch_size=MAX_BATCH_SIZE, max_body_bytes=MAX_BODY_BYTES

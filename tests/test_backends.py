@@ -36,7 +36,7 @@ def test_train_on_another_backend_then_export_under_tensorflow(backend, tmp_path
     z = np.load(tmp_path / "z.npy")
     np.testing.assert_allclose(model.decode(z), np.load(tmp_path / "decoded.npy"), atol=1e-5)
 
-    from export import export_vae
+    from kvae_export import export_vae
     from kvae.data import load_dataset
 
     x = load_dataset().x_test[:32].astype("float32") / 255.0

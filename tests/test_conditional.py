@@ -49,15 +49,15 @@ def classify(splits):
 @pytest.fixture(scope="module")
 def cond_run(tmp_path_factory):
     """`kvae train --num-classes 10` on the 50,000 training images for 3 epochs, exported: (run_dir, artifacts, model)."""
-    import export
-    from kvae.cli import main
+    import kvae_export
+    from kvae_cli import main
 
     run_dir = tmp_path_factory.mktemp("cond") / "run"
     argv = ["train", "--run-dir", str(run_dir), "--num-classes", "10", "--epochs", "3", "--latent-dim", "8",
             "--seed", "3"]
     assert main(argv) == 0
     artifacts = run_dir.parent / "artifacts"
-    export.export_run(run_dir, artifacts)
+    kvae_export.export_run(run_dir, artifacts)
     return run_dir, artifacts, keras.saving.load_model(run_dir / "model.keras")
 
 
@@ -193,7 +193,7 @@ def test_exported_signatures_take_y_as_one_hot_float32(cond_run):
 
 
 def test_onnx_decoder_generates_the_requested_class(cond_run, classify):
-    from serving import Runtime
+    from kvae_serving import Runtime
 
     _, artifacts, model = cond_run
     runtime = Runtime(artifacts)
@@ -210,7 +210,7 @@ def test_onnx_decoder_generates_the_requested_class(cond_run, classify):
 
 
 def test_runtime_label_arguments(cond_run, splits):
-    from serving import InputError, Runtime
+    from kvae_serving import InputError, Runtime
 
     _, artifacts, model = cond_run
     runtime = Runtime(artifacts)
@@ -236,8 +236,8 @@ def test_http_server_passes_labels_through(cond_run, classify):
 
     import tritonclient.http as triton
 
-    from serving import Runtime
-    from serving.server import make_server
+    from kvae_serving import Runtime
+    from kvae_serving.server import make_server
     from tests.serving_fixtures import address, error_of, request
 
     _, artifacts, _ = cond_run
@@ -282,8 +282,8 @@ def test_http_server_passes_labels_through(cond_run, classify):
 def test_generate_cli_draws_one_class(cond_run, tmp_path):
     from PIL import Image
 
-    from serving import Runtime, images
-    from serving.cli import main as serving_main
+    from kvae_serving import Runtime, images
+    from kvae_serving.cli import main as serving_main
 
     _, artifacts, _ = cond_run
     out = tmp_path / "bags.png"
@@ -293,7 +293,7 @@ def test_generate_cli_draws_one_class(cond_run, tmp_path):
 
 
 def test_unconditional_runtime_refuses_labels(serving_runtime):
-    from serving import InputError
+    from kvae_serving import InputError
 
     assert serving_runtime.num_classes is None
     with pytest.raises(InputError, match="not conditional"):

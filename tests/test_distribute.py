@@ -84,7 +84,7 @@ def test_kvae_train_with_two_workers_as_documented(tmp_path):
     """The README's two-worker recipe: the same command twice, TF_CONFIG telling each its index."""
     ports = [_free_port(), _free_port()]
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "kvae.cli", "train", "--strategy", "multi-worker", "--run-dir", str(run_dir),
+    cmd = [sys.executable, "-m", "kvae_cli", "train", "--strategy", "multi-worker", "--run-dir", str(run_dir),
            "--train-limit", "600", "--epochs", "2", "--latent-dim", "4", "--batch-size", "100"]
     _run_workers([(cmd, _env(TF_CONFIG=_tf_config(ports, i))) for i in range(2)])
     state = json.loads((run_dir / "state.json").read_text())
@@ -95,7 +95,7 @@ def test_kvae_train_with_two_workers_as_documented(tmp_path):
 
 def test_mirrored_run_resumes_under_its_strategy(tmp_path):
     run_dir = tmp_path / "run"
-    base = [sys.executable, "-m", "kvae.cli", "train", "--strategy", "mirrored", "--run-dir", str(run_dir),
+    base = [sys.executable, "-m", "kvae_cli", "train", "--strategy", "mirrored", "--run-dir", str(run_dir),
             "--train-limit", "300", "--latent-dim", "4"]
     _run_workers([(base + ["--epochs", "1"], _env())])
     out = _run_workers([(base + ["--epochs", "2"], _env())])[0]

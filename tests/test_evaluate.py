@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from kvae import VAE
-from kvae.cli import main
+from kvae_cli import main
 from kvae.evaluate import evaluate, format_table
 
 

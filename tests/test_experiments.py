@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import scipy.linalg
 
-from experiments.frechet import frechet_distance, frechet_from_features, gaussian_stats
+from kvae_experiments.frechet import frechet_distance, frechet_from_features, gaussian_stats
 
 
 def _spd(rng, d):
@@ -52,7 +52,7 @@ def test_frechet_rejects_mismatched_shapes():
 
 
 def test_classifier_features_give_zero_for_the_same_images_and_grow_with_a_brightness_shift(splits):
-    from experiments.classifier import train_classifier
+    from kvae_experiments.classifier import train_classifier
 
     net = train_classifier(splits.x_train[:1000], splits.y_train[:1000], splits.x_test[:500], splits.y_test[:500], 1, seed=0)
     x = splits.x_test[:500] / 255.0
@@ -66,7 +66,7 @@ def test_classifier_features_give_zero_for_the_same_images_and_grow_with_a_brigh
 def quick(splits, tmp_path_factory):
     """The whole `--quick` run on real Fashion-MNIST slices: (out_dir, results)."""
     pytest.importorskip("sklearn", reason="the RBM experiment needs scikit-learn")
-    from experiments.run import run_all
+    from kvae_experiments.run import run_all
 
     out = str(tmp_path_factory.mktemp("experiments"))
     return out, run_all(splits, out, quick=True, seed=0, log=lambda message: None)
@@ -100,7 +100,7 @@ def test_ring_samples_lie_near_the_data_radius(quick):
 
 
 def test_ring_map_puts_every_point_at_radius_one_plus_a_tenth_of_the_norm():
-    from experiments.ring import ring_map
+    from kvae_experiments.ring import ring_map
 
     z = np.random.default_rng(3).standard_normal((1000, 2))
     np.testing.assert_allclose(np.linalg.norm(ring_map(z), axis=1), 1 + np.linalg.norm(z, axis=1) / 10)
@@ -117,7 +117,7 @@ def test_rbm_longer_chains_sample_better_and_the_vae_needs_one_pass(quick):
 def test_command_line_parses_and_registers_as_a_subcommand():
     import argparse
 
-    from experiments.cli import add_arguments, add_parser
+    from kvae_experiments.cli import add_arguments, add_parser
 
     args = add_arguments(argparse.ArgumentParser()).parse_args(["--out", "d", "--quick", "--seed", "3"])
     assert (args.out, args.quick, args.seed) == ("d", True, 3)

@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from export import ExportError, export_run, export_vae
+from kvae_export import ExportError, export_run, export_vae
 
 TOLERANCE = 1e-5
 RUNS = {"bernoulli": "tiny_run", "gaussian": "tiny_gaussian_conv_run"}
@@ -270,9 +270,9 @@ def test_force_replaces_existing_out(tiny_run, check_images, tmp_path):
 
 
 def test_failed_verification_publishes_nothing(tiny_run, check_images, tmp_path, monkeypatch):
-    import export.verify
+    import kvae_export.verify
 
-    monkeypatch.setattr(export.verify, "TOLERANCE", -1.0)  # no difference can pass
+    monkeypatch.setattr(kvae_export.verify, "TOLERANCE", -1.0)  # no difference can pass
     new_out = str(tmp_path / "new" / "artifacts")
     with pytest.raises(ExportError, match=r"encoder output 'z_mean' from saved_model differs from Keras by max abs"):
         export_vae(tiny_run[1].model, new_out, check_images=check_images)
@@ -286,12 +286,12 @@ def test_failed_verification_publishes_nothing(tiny_run, check_images, tmp_path,
 
 
 def test_interrupted_export_keeps_previous_out(tiny_run, check_images, tmp_path, monkeypatch):
-    import export.triton
+    import kvae_export.triton
 
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(export.triton, "write_config", interrupt)
+    monkeypatch.setattr(kvae_export.triton, "write_config", interrupt)
     out = _previous_export(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         export_vae(tiny_run[1].model, out, check_images=check_images, force=True)
@@ -312,7 +312,7 @@ def test_bad_check_images(tiny_run, tmp_path):
 def _cli(argv):
     import argparse
 
-    from export.cli import add_parser
+    from kvae_export.cli import add_parser
 
     parser = argparse.ArgumentParser(prog="kvae")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -342,7 +342,7 @@ def test_cli_existing_out_then_force(tiny_run, tmp_path, capsys):
 
 def test_importing_the_cli_does_not_load_tensorflow():
     code = (
-        "import sys, export.cli; "
+        "import sys, kvae_export.cli; "
         "heavy = [m for m in ('tensorflow', 'keras', 'tf2onnx', 'onnx', 'onnxruntime') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
@@ -470,11 +470,11 @@ def test_vamp_prior_models_equal_keras(vamp_exported):
 )
 def test_failed_prior_verification_publishes_nothing(tiny_vamp_run, check_images, tmp_path, monkeypatch, reference,
                                                      message):
-    import export.verify
+    import kvae_export.verify
 
-    honest = getattr(export.verify, reference)
+    honest = getattr(kvae_export.verify, reference)
     off = lambda *args: {k: v + 1e-3 for k, v in honest(*args).items()}  # noqa: E731  a wrong reference
-    monkeypatch.setattr(export.verify, reference, off)
+    monkeypatch.setattr(kvae_export.verify, reference, off)
     out = tmp_path / "new" / "artifacts"
     with pytest.raises(ExportError, match=message + ".*nothing was published"):
         export_vae(tiny_vamp_run[1].model, out, check_images=check_images)

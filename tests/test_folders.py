@@ -97,9 +97,9 @@ def test_folder_errors_say_what_is_wrong(tmp_path):
 
 
 def test_rgb_folder_trains_draws_and_exports_through_the_cli(rgb_folder, tmp_path):
-    from export import export_run
-    from kvae.cli import main
-    from serving import Runtime, images
+    from kvae_export import export_run
+    from kvae_cli import main
+    from kvae_serving import Runtime, images
 
     run_dir = tmp_path / "run"
     argv = ["train", "--image-folder", str(rgb_folder), "--image-size", "32", "32", "--architecture", "conv",
@@ -121,7 +121,7 @@ def test_rgb_folder_trains_draws_and_exports_through_the_cli(rgb_folder, tmp_pat
 def test_rgb_arrays_train_and_export_in_python(splits, tmp_path):
     import keras
 
-    from export import export_vae
+    from kvae_export import export_vae
     from kvae import VAE, architectures
     from kvae.data import from_arrays, pipeline
 

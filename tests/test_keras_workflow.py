@@ -73,8 +73,8 @@ def test_sequential_and_wrapped_subclassed_models_are_accepted(x_small):
 
 
 def test_custom_architecture_saves_reloads_and_exports_like_a_built_in_one(x_small, splits, tmp_path):
-    import export
-    from serving import Runtime
+    import kvae_export
+    from kvae_serving import Runtime
 
     x_in = keras.Input((28, 28, 1), name="pixels")
     h = keras.layers.Conv2D(8, 5, strides=2, padding="same", activation="elu")(x_in)
@@ -95,7 +95,7 @@ def test_custom_architecture_saves_reloads_and_exports_like_a_built_in_one(x_sma
     np.testing.assert_array_equal(restored.sample(4, seed=0), model.sample(4, seed=0))
 
     check = splits.x_test[:64].astype(np.float32) / 255.0
-    result = export.export_vae(restored, tmp_path / "artifacts", check_images=check)
+    result = kvae_export.export_vae(restored, tmp_path / "artifacts", check_images=check)
     assert result.manifest["latent_dim"] == 5 and result.manifest["input_shape"] == [28, 28, 1]
     runtime = Runtime(tmp_path / "artifacts")
     assert list(runtime.models["encoder"]["inputs"]) == ["x"]  # the contract's names, not the model's
@@ -174,8 +174,8 @@ def test_mixed_bfloat16_exports_float32_graphs(x_small, splits, tmp_path):
     import onnx
     import tensorflow as tf
 
-    import export
-    from serving import Runtime
+    import kvae_export
+    from kvae_serving import Runtime
 
     with policy_scope("mixed_bfloat16"):
         model = _vae(latent_dim=6, architecture="conv")
@@ -184,7 +184,7 @@ def test_mixed_bfloat16_exports_float32_graphs(x_small, splits, tmp_path):
     assert {layer.compute_dtype for layer in twin.encoder.layers + twin.decoder.layers} == {"float32"}
     assert float32_twin(twin) is twin
     check = splits.x_test[:64].astype(np.float32) / 255.0
-    result = export.export_vae(model, tmp_path / "artifacts", check_images=check)
+    result = kvae_export.export_vae(model, tmp_path / "artifacts", check_images=check)
     assert all(d <= EXPORT_TOLERANCE for backends in result.max_abs_diff.values() for b in backends.values() for d in b.values())
 
     float32 = onnx.TensorProto.FLOAT

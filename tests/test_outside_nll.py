@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from export import export_run
+from kvae_export import export_run
 from kvae.data.protocol import evaluation_views
 from kvae.evaluate import evaluate
 

@@ -9,7 +9,8 @@ import pytest
 from keras import ops
 
 from kvae import VAE, architectures, priors
-from kvae.cli import build_parser, config_from_args
+from kvae_cli import build_parser
+from kvae_cli.library import config_from_args
 from kvae.data import pipeline
 from kvae.data.protocol import evaluation_views, published_draw
 from kvae.layers import Bound, GatedDense
@@ -200,7 +201,9 @@ def test_bad_model_arguments_are_named(kwargs, message):
 
 
 def test_typed_flags_beat_the_preset_even_at_their_default_value():
-    parse = build_parser().parse_args
+    def parse(argv):
+        return build_parser(argv).parse_args(argv)
+
     config = config_from_args(parse(["train", "--preset", "fashion-mlp", "--epochs", "10"]))
     assert config.epochs == 10 and config.mlp_layer == "gated"  # 10 is TrainConfig's default
     config = config_from_args(parse(["train", "--epochs", "300"]))

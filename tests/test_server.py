@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from PIL import Image
 from tritonclient.utils import InferenceServerException
 
-from serving import images
+from kvae_serving import images
 
 pytest.register_assert_rewrite("tests.serving_fixtures")  # before the import below, so its asserts explain failures
 from tests.serving_fixtures import MAX_BATCH_SIZE, MAX_BODY_BYTES, address, error_of, request  # noqa: E402

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving import images
-from serving.cli import main as serving_main
-from serving.errors import ArtifactError, InputError
-from serving.runtime import Runtime
+from kvae_serving import images
+from kvae_serving.cli import main as serving_main
+from kvae_serving.errors import ArtifactError, InputError
+from kvae_serving.runtime import Runtime
 
 pytest_plugins = ["tests.serving_fixtures"]
 
@@ -52,10 +52,10 @@ def test_sampling_convention_matches_keras(serving_runtime, tiny_run):
 
 
 def test_gaussian_conv_artifacts(tiny_gaussian_conv_run, tmp_path):
-    import export
+    import kvae_export
 
     run_dir, result = tiny_gaussian_conv_run
-    export.export_run(run_dir, tmp_path / "artifacts")
+    kvae_export.export_run(run_dir, tmp_path / "artifacts")
     runtime = Runtime(tmp_path / "artifacts")
     assert runtime.likelihood == "gaussian" and list(runtime.models["decoder"]["outputs"]) == ["x_mean"]
     z = runtime.sample_z(5, seed=0)
@@ -208,7 +208,7 @@ def test_generate_cli_writes_the_seeded_grid(serving_artifacts, serving_runtime,
 
 
 def test_kvae_generate_and_serve_are_wired(serving_artifacts, serving_runtime, tmp_path):
-    from kvae.cli import main as kvae_main
+    from kvae_cli import main as kvae_main
 
     out = tmp_path / "kvae.png"
     assert kvae_main(["generate", str(serving_artifacts), "--n", "4", "--seed", "1", "--out", str(out)]) == 0
@@ -249,17 +249,17 @@ def _blocked_python(code, *args, **kwargs):
 
 
 def test_serving_never_imports_tensorflow_keras_or_kvae(serving_artifacts, serving_runtime, tmp_path):
-    # The runtime, and `python -m serving generate`, under the import blocker.
+    # The runtime, and `python -m kvae_serving generate`, under the import blocker.
     code = """
         import runpy, sys
         import numpy as np
-        from serving import Runtime
+        from kvae_serving import Runtime
         r = Runtime(sys.argv[1])
         np.save(sys.argv[2], r.sample(4, seed=2))
         r.reconstruct(r.sample(2, seed=0)); r.interpolate(r.sample(1, 0), r.sample(1, 1), 3)
-        sys.argv = ["serving", "generate", sys.argv[1], "--n", "4", "--seed", "2", "--out", sys.argv[3]]
+        sys.argv = ["kvae_serving", "generate", sys.argv[1], "--n", "4", "--seed", "2", "--out", sys.argv[3]]
         try:
-            runpy.run_module("serving", run_name="__main__", alter_sys=True)
+            runpy.run_module("kvae_serving", run_name="__main__", alter_sys=True)
         except SystemExit as e:
             assert e.code == 0, e.code
         assert not BLOCKED & {m.split(".")[0] for m in sys.modules}
@@ -277,8 +277,8 @@ def test_python_m_serving_serves_under_the_import_blocker(serving_artifacts, ser
 
     code = """
         import runpy, sys
-        sys.argv = ["serving", *sys.argv[1:]]
-        runpy.run_module("serving", run_name="__main__", alter_sys=True)
+        sys.argv = ["kvae_serving", *sys.argv[1:]]
+        runpy.run_module("kvae_serving", run_name="__main__", alter_sys=True)
     """
     args = (str(serving_artifacts), "--host", "127.0.0.1", "--port", "0", "--quiet", "--max-batch-size", "4")
     process = _blocked_python(code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -399,7 +399,7 @@ def test_vamp_sampling_under_the_import_blocker(vamp_artifacts, vamp_runtime, tm
     code = """
         import sys
         import numpy as np
-        from serving import Runtime
+        from kvae_serving import Runtime
         r = Runtime(sys.argv[1])
         np.save(sys.argv[2], r.sample(4, seed=2))
         np.save(sys.argv[3], r.log_prior(r.sample_z(4, seed=2)))
@@ -414,8 +414,8 @@ def test_vamp_sampling_under_the_import_blocker(vamp_artifacts, vamp_runtime, tm
 
 def test_serving_names_are_the_export_table():
     """serving/manifest.py repeats the names of export/tensors.py's table; they must not drift apart."""
-    from export import tensors
-    from serving import manifest as mf
+    from kvae_export import tensors
+    from kvae_serving import manifest as mf
 
     table = tensors.model_tensors((28, 28, 1), 4, "bernoulli", num_classes=None, num_components=10)
     assert list(table) == list(mf.REQUIRED_TENSORS)

@@ -14,7 +14,7 @@ from keras import ops
 
 from kvae import architectures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
-from kvae.cli import main
+from kvae_cli import main
 from kvae.config import TrainConfig
 from kvae.data import pipeline
 from kvae.optimizers import FusedAdam
@@ -47,7 +47,7 @@ def test_seeded_runs_repeat_exactly(tmp_path, splits):
 
 def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "kvae.cli", "train", "--run-dir", str(run_dir), "--epochs", "4",
+    cmd = [sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), "--epochs", "4",
            "--train-limit", "20000", "--latent-dim", "4", "--seed", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -10,11 +10,9 @@ import zlib
 
 import numpy as np
 
+from kvae_contract.errors import DataError  # noqa: F401  (re-exported: kvae.data.DataError)
+
 UBYTE = 0x08
-
-
-class DataError(ValueError):
-    """Raised for missing, truncated or malformed data, with a fix in the message."""
 
 
 def read_idx(path, hint=""):

@@ -1,18 +1,19 @@
-"""The `kvae` command line: train (and, from the later stages, export, generate, serve)."""
+"""`kvae train`, `kvae evaluate`, `kvae compare` and `kvae plot`: the library's commands.
+
+Loaded only when one of them runs (it imports kvae, and with it Keras).
+"""
 
 import argparse
 import dataclasses
-import os
 import sys
 
 from kvae.config import COLOR_MODES, DTYPE_POLICIES, MLP_LAYERS, OBJECTIVES, PRESETS, PRIORS, TrainConfig
-
-FOLDER_PREFIX = "folder:"  # as kvae.data.sources.FOLDER_PREFIX; not imported, to keep `kvae --help` light
+from kvae.data.sources import FOLDER_PREFIX
 
 DEFAULTS = TrainConfig()
 
 
-def _add_train(sub):
+def add_train_parser(sub):
     # Defaults are SUPPRESSed: only typed flags reach the namespace, so they win over a preset
     # even when typed with the default's value; _train fills in the rest from the preset and TrainConfig.
     p = sub.add_parser("train", help="train a VAE; re-running resumes after the last completed epoch",
@@ -98,7 +99,7 @@ def _train(args):
     return 0
 
 
-def _add_evaluate(sub):
+def add_evaluate_parser(sub):
     p = sub.add_parser("evaluate", help="test NLL (importance-weighted), negative ELBO, bits/dim, active units")
     p.add_argument("run_dir")
     p.add_argument("--k", type=int, default=5000, help="importance samples per image (papers report k=5000)")
@@ -124,7 +125,7 @@ def _evaluate(args):
     return 0
 
 
-def _add_compare(sub):
+def add_compare_parser(sub):
     p = sub.add_parser("compare", help="paired per-image NLL difference of two evaluated runs, with its standard error")
     p.add_argument("run_a")
     p.add_argument("run_b")
@@ -144,7 +145,7 @@ def _compare(args):
     return 0
 
 
-def _add_plot(sub):
+def add_plot_parser(sub):
     p = sub.add_parser("plot", help="redraw a run's pictures (samples, reconstructions, latent space, curves; class_samples.png of conditional runs)")
     p.add_argument("run_dir")
     p.set_defaults(func=_plot)
@@ -160,33 +161,3 @@ def _plot(args):
         return 2
     print("\n".join(paths.values()))
     return 0
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(prog="kvae", description="Variational autoencoders for Keras 3.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_evaluate(sub)
-    _add_compare(sub)
-    _add_plot(sub)
-    from export.cli import add_parser as add_export_parser  # light: no TensorFlow until it runs
-
-    add_export_parser(sub)
-    from serving.cli import add_generate_parser, add_serve_parser  # light: no onnxruntime until it runs
-
-    add_generate_parser(sub)
-    add_serve_parser(sub)
-    from experiments.cli import add_parser as add_experiments_parser  # light: TensorFlow and scikit-learn load when it runs
-
-    add_experiments_parser(sub)
-    return parser
-
-
-def main(argv=None):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # fewer TensorFlow C++ log lines (those not yet printed)
-    args = build_parser().parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
