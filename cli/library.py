@@ -1,6 +1,7 @@
 """`kvae train`, `kvae evaluate`, `kvae compare` and `kvae plot`: the library's commands.
 
-Loaded only when one of them runs (it imports kvae, and with it Keras).
+Loaded only when one of them runs (it imports kvae, and with it Keras). The handlers raise kvae's
+errors; kvae_cli.main prints them and returns their exit codes.
 """
 
 import argparse
@@ -9,6 +10,7 @@ import sys
 
 from kvae.config import COLOR_MODES, DTYPE_POLICIES, MLP_LAYERS, OBJECTIVES, PRESETS, PRIORS, TrainConfig
 from kvae.data.sources import FOLDER_PREFIX
+from kvae_contract.errors import ConfigError
 
 DEFAULTS = TrainConfig()
 
@@ -76,20 +78,22 @@ def config_from_args(args):
     # Precedence: flags typed on the command line, then the preset, then defaults.
     values = {**DEFAULTS.to_dict(), **PRESETS.get(getattr(args, "preset", None), {}), **typed}
     if values["gaussian_variance"] != "learned":
-        values["gaussian_variance"] = float(values["gaussian_variance"])
+        try:
+            values["gaussian_variance"] = float(values["gaussian_variance"])
+        except ValueError:
+            raise ConfigError(
+                "--gaussian-variance must be 'learned' or a number > 0. "
+                f"Received: gaussian_variance={values['gaussian_variance']!r}"
+            ) from None
     return TrainConfig(**values)
 
 
 def _train(args):
-    from kvae.train import TrainingDiverged, train
+    from kvae.train import train
 
-    try:
-        config = config_from_args(args)
-        # A progress bar on a terminal; one line per epoch in logs and CI.
-        result = train(config, verbose=1 if sys.stdout.isatty() else 2)
-    except (ValueError, TrainingDiverged) as e:
-        print(f"kvae train: error: {e}", file=sys.stderr)
-        return 2
+    config = config_from_args(args)
+    # A progress bar on a terminal; one line per epoch in logs and CI.
+    result = train(config, verbose=1 if sys.stdout.isatty() else 2)
     m = result.test_metrics
     print(
         f"test negative ELBO {m['negative_elbo']:.2f} nats "
@@ -114,12 +118,8 @@ def _evaluate(args):
     from kvae.rundir import RunDir
     from kvae.runs import evaluate_run
 
-    try:
-        result = evaluate_run(args.run_dir, k=args.k, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
-                              verbose=1 if sys.stdout.isatty() else 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"kvae evaluate: error: {e}", file=sys.stderr)
-        return 2
+    result = evaluate_run(args.run_dir, k=args.k, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
+                          verbose=1 if sys.stdout.isatty() else 0)
     print(format_table(result))
     print(f"written to {RunDir(args.run_dir).evaluation}")
     return 0
@@ -136,11 +136,7 @@ def _compare(args):
     from kvae.evaluate import format_comparison
     from kvae.runs import compare_runs
 
-    try:
-        comparison = compare_runs(args.run_a, args.run_b)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"kvae compare: error: {e}", file=sys.stderr)
-        return 2
+    comparison = compare_runs(args.run_a, args.run_b)
     print(format_comparison(comparison, args.run_a, args.run_b))
     return 0
 
@@ -154,10 +150,6 @@ def add_plot_parser(sub):
 def _plot(args):
     from kvae.runs import plot_run
 
-    try:
-        paths = plot_run(args.run_dir)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"kvae plot: error: {e}", file=sys.stderr)
-        return 2
+    paths = plot_run(args.run_dir)
     print("\n".join(paths.values()))
     return 0

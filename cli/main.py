@@ -5,7 +5,7 @@ import importlib
 import os
 import sys
 
-from kvae_contract.errors import KvaeError
+from kvae_contract.errors import KvaeError, run_command
 
 # name: ("module:function that registers its subparser", one-line help). The module is imported only
 # when its command is the one typed; the help lines here are what `kvae --help` lists.
@@ -88,8 +88,6 @@ def main(argv=None):
     except MissingExtra as e:
         print(f"kvae {command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    try:
-        return args.func(args)
-    except KvaeError as e:
-        print(f"kvae {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
+    # The one wrapper: handlers raise kvae's errors, this prints `kvae COMMAND: error: ...` and returns the
+    # kind's exit code (an OSError: 1).
+    return run_command(args.command, args.func, args)

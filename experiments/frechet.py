@@ -14,12 +14,14 @@ No complex parts to discard, as with scipy.linalg.sqrtm on a non-symmetric produ
 
 import numpy as np
 
+from kvae_contract.errors import ConfigError
+
 
 def gaussian_stats(features):
     """(n, d) features -> (mean (d,), covariance (d, d)), in float64, unbiased covariance."""
     f = np.asarray(features, np.float64)
     if f.ndim != 2 or len(f) < 2:
-        raise ValueError(f"`features` must be (n, d) with n >= 2. Received: shape={f.shape}")
+        raise ConfigError(f"`features` must be (n, d) with n >= 2. Received: shape={f.shape}")
     return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
 
 
@@ -41,7 +43,7 @@ def frechet_distance(mu1, s1, mu2, s2):
     mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
     s1, s2 = np.atleast_2d(np.asarray(s1, np.float64)), np.atleast_2d(np.asarray(s2, np.float64))
     if mu1.shape != mu2.shape or s1.shape != s2.shape or s1.shape != mu1.shape * 2:
-        raise ValueError(f"Shapes do not fit: mu {mu1.shape} {mu2.shape}, covariances {s1.shape} {s2.shape}")
+        raise ConfigError(f"Shapes do not fit: mu {mu1.shape} {mu2.shape}, covariances {s1.shape} {s2.shape}")
     d = float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt_product(s1, s2))
     return max(d, 0.0)  # rounding can leave a tiny negative number for identical inputs
 

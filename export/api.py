@@ -10,9 +10,13 @@ import os
 
 import numpy as np
 
+from kvae_contract.artifacts import (
+    DECODER, ENCODER, LOG_PRIOR, PRIOR, model_tensors, onnx_path, saved_model_path, triton_config_path,
+)
+from kvae_contract.errors import DataError, MissingPathError, RunDirError
+
 from . import publish
 from .errors import ExportError
-from .tensors import DECODER, ENCODER, LOG_PRIOR, PRIOR, model_tensors
 
 NUM_CHECK_IMAGES = 256
 
@@ -43,8 +47,8 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
     A VampPrior model (prior="vamp") also gets the prior and log_prior models,
     its K components baked in as constants (ARTIFACTS.md).
     All exported models are reloaded and compared with Keras before anything
-    is published; a difference above export.verify.TOLERANCE raises ExportError
-    and leaves `out` as it was. A model trained under a mixed-precision
+    is published; a difference above export.verify.TOLERANCE raises VerificationError
+    (an ExportError) and leaves `out` as it was. A model trained under a mixed-precision
     policy is exported as its float32 twin (same weights, float32 layers,
     kvae.precision.float32_twin), and verified against that twin. Returns an ExportResult.
     """
@@ -75,8 +79,8 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         paths = {}
         for name, module in modules.items():
             paths[name] = {
-                "saved_model": os.path.join(tmp, "saved_model", name, "1"),
-                "onnx": os.path.join(tmp, "onnx", name, "1", "model.onnx"),
+                "saved_model": _under(tmp, saved_model_path(name)),
+                "onnx": _under(tmp, onnx_path(name)),
             }
             saved_model.save(module, paths[name]["saved_model"])
             os.makedirs(os.path.dirname(paths[name]["onnx"]))
@@ -91,7 +95,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
                 **({} if num_components is None else {"num_components": num_components}),
             }
             onnx_export.convert(module.serve, paths[name]["onnx"], name, tensors[name], metadata)
-            triton.write_config(os.path.join(tmp, "onnx", name, "config.pbtxt"), name, tensors[name])
+            triton.write_config(_under(tmp, triton_config_path(name)), name, tensors[name])
         diffs = verify.verify(model, paths, x, verify.check_latents(latent_dim), y_x, y_z)
         # The Gaussian's pixel variance lives in the VAE, not the decoder: a
         # likelihood computed from the artifacts needs it.
@@ -102,6 +106,11 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         )
         manifest.write(tmp, contents)
     return ExportResult(out, contents, diffs)
+
+
+def _under(folder, relpath):
+    """Where a contract path ("/"-separated, relative to the artifacts folder) lies under `folder`."""
+    return os.path.join(folder, *relpath.split("/"))
 
 
 def _modules(model, input_shape, tensors):
@@ -128,7 +137,9 @@ def _modules(model, input_shape, tensors):
 def export_run(run_dir, out, force=False):
     """Exports the model of a `kvae train` run directory, checked on its dataset's first 256 test images.
 
-    Reads RUN_DIR/model.keras, config.json and (if present) test_metrics.json.
+    Reads RUN_DIR/model.keras, config.json and (if present) test_metrics.json. A RUN_DIR without them
+    raises MissingPathError, an OUT that exists without force OutputExistsError (both usage errors),
+    damaged run files RunDirError, unreadable check images DataError.
     """
     run_dir = os.fspath(run_dir)
     model_path = os.path.join(run_dir, "model.keras")
@@ -136,7 +147,7 @@ def export_run(run_dir, out, force=False):
     metrics_path = os.path.join(run_dir, "test_metrics.json")
     for path in (model_path, config_path):
         if not os.path.isfile(path):
-            raise ExportError(
+            raise MissingPathError(
                 f"{run_dir} is not a kvae run directory: {path} is missing. Train one with `kvae train --run-dir ...`."
             )
     publish.check_target(os.path.abspath(os.fspath(out)), force)  # fail before the slow part
@@ -146,7 +157,7 @@ def export_run(run_dir, out, force=False):
     import keras
 
     import kvae  # noqa: F401  registers kvae.VAE for load_model
-    from kvae.data import DataError, load_dataset
+    from kvae.data import load_dataset
 
     try:
         splits = load_dataset(
@@ -154,13 +165,16 @@ def export_run(run_dir, out, force=False):
             config.get("color_mode"),
         )
     except DataError as e:
-        raise ExportError(f"Cannot load the check images of {run_dir}: {e}") from e
+        raise DataError(f"Cannot load the check images of {run_dir}: {e}") from e
     x = splits.x_test[:NUM_CHECK_IMAGES].astype(np.float32) / 255.0
     labels = splits.y_test[:NUM_CHECK_IMAGES] if config.get("num_classes") else None
     try:
         model = keras.saving.load_model(model_path, compile=False)  # no optimizer needed to export
     except Exception as e:  # a corrupt or foreign file: Keras raises ValueError, zipfile errors, ...
-        raise ExportError(f"Cannot load {model_path}: {e}") from e
+        raise RunDirError(
+            f"Cannot load {model_path}: {e}. Train the run again (`kvae train --run-dir {run_dir}`), "
+            "or copy its last checkpoint to model.keras."
+        ) from e
     return export_vae(
         model, out, check_images=x, check_labels=labels, force=force, training_config=config, test_metrics=metrics
     )
@@ -171,7 +185,7 @@ def _read_json(path):
         with open(path) as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise ExportError(f"Cannot read {path}: {e}") from e
+        raise RunDirError(f"Cannot read {path}: {e}. The run directory is damaged: train it again.") from e
 
 
 def _check_labels(model, labels, n):

@@ -8,8 +8,9 @@ import argparse
 import os
 import sys
 
+from kvae_contract.errors import run_command
+
 from .api import export_run
-from .errors import ExportError
 
 
 def add_parser(subparsers):
@@ -29,13 +30,10 @@ def add_parser(subparsers):
 
 
 def run(args):
-    """Runs the export for parsed arguments; returns the exit code (0, or 2 on an error)."""
+    """Runs the export for parsed arguments and returns 0; errors are raised (kvae_contract.errors.run_command
+    prints them and returns their exit code)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ start-up chatter out
-    try:
-        result = export_run(args.run_dir, args.out, force=args.force)
-    except (ExportError, OSError) as e:
-        print(f"kvae export: error: {e}", file=sys.stderr)
-        return 2
+    result = export_run(args.run_dir, args.out, force=args.force)
     print(summary(result))
     return 0
 
@@ -58,7 +56,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="kvae")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["export", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    return run_command("export", args.func, args)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The errors the exporter raises: kvae's one error family (kvae_contract.errors)."""
 
-from kvae_contract.errors import ExportError, VerificationError
+from kvae_contract.errors import ExportError, OutputExistsError, VerificationError
 
-__all__ = ["ExportError", "VerificationError"]
+__all__ = ["ExportError", "OutputExistsError", "VerificationError"]

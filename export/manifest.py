@@ -4,10 +4,10 @@ import hashlib
 import json
 import os
 
-from . import tensors as names
+from kvae_contract import artifacts as names
+from kvae_contract.artifacts import FORMAT_VERSION, prior_entry
 
-FILE = "manifest.json"
-FORMAT_VERSION = 2  # 2: the "prior" key, and the prior/log_prior models of VampPrior exports
+FILE = names.MANIFEST
 PREPROCESSING = (
     "x is float32 NHWC [batch, height, width, channels]: uint8 pixels divided by 255.0, values in [0, 1], "
     "no other normalization. Bernoulli models were trained on binarized pixels but take grey levels at inference. "
@@ -28,18 +28,11 @@ CONDITIONAL = (
 )
 
 
-def prior_entry(num_components=None):
-    """The manifest's "prior": {"type": "normal"}, or {"type": "vamp", "num_components": K}."""
-    if num_components is None:
-        return {"type": "normal"}
-    return {"type": "vamp", "num_components": int(num_components)}
-
-
 def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics,
           observation_log_var=None, num_classes=None, num_components=None):
     """The manifest dict of ARTIFACTS.md for the files now under `out` (hashes them).
 
-    Every model of `tensors` (the table of export.tensors.model_tensors) is
+    Every model of `tensors` (the table of kvae_contract.artifacts.model_tensors) is
     listed under "models", in the table's order. Conditional models add
     "num_classes" (after "latent_dim"); unconditional manifests do not have
     the key. "prior" is prior_entry(num_components): VampPrior exports pass
@@ -47,8 +40,8 @@ def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, train
     """
     models = {
         name: {
-            "onnx": f"onnx/{name}/1/model.onnx",
-            "saved_model": f"saved_model/{name}/1",
+            "onnx": names.onnx_path(name),
+            "saved_model": names.saved_model_path(name),
             "inputs": model["inputs"],
             "outputs": model["outputs"],
         }

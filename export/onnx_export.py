@@ -24,7 +24,7 @@ def convert(function, path, name, tensors, metadata):
         function: the module's serving tf.function.
         path: where model.onnx goes.
         name: the model name ("encoder", "decoder", "prior", "log_prior"); the graph name.
-        tensors: this model's {"inputs", "outputs"} from tensors.model_tensors.
+        tensors: this model's {"inputs", "outputs"} from kvae_contract.artifacts.model_tensors.
         metadata: dict of str -> JSON-able value, stored in metadata_props.
     """
     proto, _ = tf2onnx.convert.from_function(function, input_signature=function.input_signature, opset=OPSET)

@@ -12,12 +12,12 @@ import secrets
 import shutil
 import tempfile
 
-from .errors import ExportError
+from .errors import OutputExistsError
 
 
 def check_target(out, force):
     if os.path.lexists(out) and not force:
-        raise ExportError(f"{out} already exists; pass --force (force=True) to replace it.")
+        raise OutputExistsError(f"{out} already exists; pass --force (force=True) to replace it.")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from . import tensors as names
+from kvae_contract import artifacts as names
+
 from .errors import ExportError
 
 
@@ -22,9 +23,9 @@ class EncoderModule(tf.Module):
     """x (batch, *input_shape) float32 in [0, 1] [, y (batch, C) one-hot] -> {"z_mean", "z_log_var"}, each (batch, latent_dim)."""
 
     def __init__(self, encoder, input_shape, num_classes=None):
-        super().__init__(name="encoder")
+        super().__init__(name=names.ENCODER)
         self.encoder = encoder  # tracked, so its variables are saved
-        specs = [tf.TensorSpec([None, *input_shape], tf.float32, name="x")] + _label_spec(num_classes)
+        specs = [tf.TensorSpec([None, *input_shape], tf.float32, name=names.X)] + _label_spec(num_classes)
         self.serve = tf.function(self._serve if num_classes is None else self._serve_conditional, input_signature=specs)
 
     def _serve(self, x):
@@ -36,7 +37,7 @@ class EncoderModule(tf.Module):
     @staticmethod
     def _outputs(encoded):
         z_mean, z_log_var = encoded
-        return {"z_mean": tf.cast(z_mean, tf.float32), "z_log_var": tf.cast(z_log_var, tf.float32)}
+        return {names.Z_MEAN: tf.cast(z_mean, tf.float32), names.Z_LOG_VAR: tf.cast(z_log_var, tf.float32)}
 
 
 class DecoderModule(tf.Module):
@@ -47,10 +48,10 @@ class DecoderModule(tf.Module):
     """
 
     def __init__(self, decoder, latent_dim, likelihood, num_classes=None):
-        super().__init__(name="decoder")
+        super().__init__(name=names.DECODER)
         self.decoder = decoder
         self.likelihood = likelihood
-        specs = [tf.TensorSpec([None, latent_dim], tf.float32, name="z")] + _label_spec(num_classes)
+        specs = [tf.TensorSpec([None, latent_dim], tf.float32, name=names.Z)] + _label_spec(num_classes)
         self.serve = tf.function(self._serve if num_classes is None else self._serve_conditional, input_signature=specs)
 
     def _serve(self, z):
@@ -62,8 +63,8 @@ class DecoderModule(tf.Module):
     def _outputs(self, out):
         out = tf.cast(out, tf.float32)
         if self.likelihood == "bernoulli":
-            return {"x_mean": tf.sigmoid(out), "x_logits": out}
-        return {"x_mean": out}
+            return {names.X_MEAN: tf.sigmoid(out), names.X_LOGITS: out}
+        return {names.X_MEAN: out}
 
 
 class PriorModule(tf.Module):
@@ -144,7 +145,7 @@ def _spec(tensor):
 
 def _label_spec(num_classes):
     """[] for an unconditional model; else the one-hot label input y, float32 (batch, C)."""
-    return [] if num_classes is None else [tf.TensorSpec([None, num_classes], tf.float32, name="y")]
+    return [] if num_classes is None else [tf.TensorSpec([None, num_classes], tf.float32, name=names.LABELS)]
 
 
 def save(module, path):

@@ -14,9 +14,10 @@ relative above.
 
 import numpy as np
 
+from kvae_contract import artifacts as names
+
 from . import saved_model
-from . import tensors as names
-from .errors import ExportError
+from .errors import VerificationError
 
 TOLERANCE = 1e-5
 CHECK_SEED = 0  # seed of the random latents the decoders are checked on
@@ -26,18 +27,18 @@ RELATIVE_OUTPUTS = (names.LOG_PZ,)  # checked within TOLERANCE * max(1, |expecte
 
 def check_latents(latent_dim):
     """(256, latent_dim) float32 draws of N(0, I), with the contract's sampling convention."""
-    return np.random.default_rng(CHECK_SEED).standard_normal((NUM_CHECK_LATENTS, latent_dim), dtype=np.float32)
+    return names.draw_prior_noise(NUM_CHECK_LATENTS, latent_dim, CHECK_SEED)[0]
 
 
 def check_labels(n, num_classes):
     """One-hot labels (n, C) cycling through the classes, or None for an unconditional model."""
-    return None if num_classes is None else np.eye(num_classes, dtype=np.float32)[np.arange(n) % num_classes]
+    return None if num_classes is None else names.one_hot(names.default_labels(n, num_classes), num_classes)
 
 
 def check_components(n, num_components):
     """One-hot mixture components (n, K), float32, drawn uniformly with PCG64(CHECK_SEED + 1)."""
     rows = np.random.default_rng(CHECK_SEED + 1).integers(0, num_components, size=n)
-    return np.eye(num_components, dtype=np.float32)[rows]
+    return names.one_hot(rows, num_components)
 
 
 def prior_check_latents(model):
@@ -110,7 +111,7 @@ def verify(model, paths, x, z, y_x=None, y_z=None):
 
     VampPrior models (paths has "prior") are also checked on prior_checks(model).
     Returns {model: {backend: {output: max difference}}} (absolute; for log_pz
-    max |diff| / max(1, |log p(z)|)); raises ExportError naming the model,
+    max |diff| / max(1, |log p(z)|)); raises VerificationError naming the model,
     output and backend when one differs by more than TOLERANCE.
     """
     expected = keras_outputs(model, x, z, y_x, y_z)
@@ -131,20 +132,20 @@ def verify(model, paths, x, z, y_x=None, y_z=None):
 
 
 def compare(model_name, backend, expected, got):
-    """{output: max difference} of `got` against `expected`; ExportError if any is too large.
+    """{output: max difference} of `got` against `expected`; VerificationError if any is too large.
 
     The difference is absolute, except for RELATIVE_OUTPUTS (log_pz): there
     max |got - expected| / max(1, |expected|).
     """
     if sorted(got) != sorted(expected):
-        raise ExportError(
+        raise VerificationError(
             f"Verification failed: the {backend} {model_name} has outputs {sorted(got)}, expected {sorted(expected)}."
         )
     diffs = {}
     for name, want in expected.items():
         have = np.asarray(got[name])
         if have.shape != want.shape:
-            raise ExportError(
+            raise VerificationError(
                 f"Verification failed: {model_name} output {name!r} from {backend} has shape {have.shape}, "
                 f"Keras gives {want.shape}."
             )
@@ -155,7 +156,7 @@ def compare(model_name, backend, expected, got):
         diff = float(np.max(error))
         if not diff <= TOLERANCE:  # also catches NaN
             measure = "max |diff| / max(1, |expected|)" if relative else "max abs"
-            raise ExportError(
+            raise VerificationError(
                 f"Verification failed: {model_name} output {name!r} from {backend} differs from Keras by "
                 f"{measure} {diff:.3g} (tolerance {TOLERANCE:g}); nothing was published."
             )

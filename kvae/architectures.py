@@ -18,6 +18,7 @@ from keras import layers
 
 from kvae.config import ARCHITECTURES, MLP_LAYERS
 from kvae.layers import Bound, GatedDense
+from kvae_contract.errors import ConfigError
 
 
 def mlp_encoder(input_shape, latent_dim, hidden=(200, 200), activation="tanh", variational=True, num_classes=None,
@@ -87,9 +88,9 @@ def build(architecture, input_shape, latent_dim, output_activation=None, variati
     """
     input_shape = tuple(input_shape)
     if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 2):
-        raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
+        raise ConfigError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
     if mlp_layer not in MLP_LAYERS:
-        raise ValueError(f"`mlp_layer` must be one of {MLP_LAYERS}. Received: mlp_layer={mlp_layer!r}")
+        raise ConfigError(f"`mlp_layer` must be one of {MLP_LAYERS}. Received: mlp_layer={mlp_layer!r}")
     labels = {"num_classes": num_classes}
     if architecture == "mlp":
         hidden = tuple(hidden)
@@ -102,7 +103,7 @@ def build(architecture, input_shape, latent_dim, output_activation=None, variati
                            log_var_bounds=log_var_bounds, **labels)
         dec = conv_decoder(latent_dim, input_shape, output_activation=output_activation, **labels)
     else:
-        raise ValueError(f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
+        raise ConfigError(f"`architecture` must be one of {ARCHITECTURES}. Received: architecture={architecture!r}")
     return enc, dec
 
 
@@ -126,7 +127,7 @@ def _hidden_stack(h, hidden, activation, layer):
 
 def _encoder_heads(x, h, latent_dim, variational, code_activation, log_var_bounds=None):
     if not isinstance(latent_dim, int) or latent_dim < 1:
-        raise ValueError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
+        raise ConfigError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
     if variational:
         z_mean = layers.Dense(latent_dim, name="z_mean")(h)
         if log_var_bounds is None:
@@ -142,7 +143,7 @@ def _encoder_heads(x, h, latent_dim, variational, code_activation, log_var_bound
 
 def _check_divisible(shape, k):
     if len(shape) != 3 or shape[0] % k or shape[1] % k:
-        raise ValueError(
+        raise ConfigError(
             f"The conv architecture needs (height, width, channels) with height and width "
             f"divisible by {k}. Received: input_shape={tuple(shape)}"
         )

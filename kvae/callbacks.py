@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from kvae.rundir import RunDir, atomic_copy, atomic_write
+from kvae_contract.errors import ConfigError
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -72,7 +73,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
     def __init__(self, run_dir, history=None, monitor=None, keep_best=False, patience=None):
         super().__init__()
         if (keep_best or patience) and monitor is None:
-            raise ValueError(f"keep_best and patience need a `monitor`. Received: monitor=None, keep_best={keep_best}, patience={patience}")
+            raise ConfigError(f"keep_best and patience need a `monitor`. Received: monitor=None, keep_best={keep_best}, patience={patience}")
         self.run = RunDir(run_dir)
         self.monitor = monitor
         self.keep_best = keep_best

@@ -11,6 +11,9 @@ models take (ARTIFACTS.md).
 import numpy as np
 from keras import ops
 
+from kvae_contract import artifacts
+from kvae_contract.errors import ConfigError
+
 
 def one_hot(labels, num_classes):
     """Symbolic or eager labels -> float32 one-hot (batch, num_classes), with keras.ops.
@@ -24,7 +27,7 @@ def one_hot(labels, num_classes):
     if len(shape) == 2 and shape[-1] == 1:
         labels = ops.squeeze(labels, axis=-1)
     elif len(shape) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"Labels must be class ids of shape (batch,) or one-hot rows of shape (batch, {num_classes}). "
             f"Received: labels with shape {shape}"
         )
@@ -40,30 +43,30 @@ def one_hot_numpy(labels, num_classes, n=None):
     a = np.asarray(labels)
     if a.ndim == 0:
         if n is None:
-            raise ValueError(f"A single label needs the number of rows. Received: labels={labels!r}")
+            raise ConfigError(f"A single label needs the number of rows. Received: labels={labels!r}")
         a = np.full((n,), a)
     if a.ndim == 2 and a.shape[1] == num_classes:
         rows = a.astype(np.float32)
     elif a.ndim == 1 and a.dtype.kind in "iu" or (a.dtype.kind == "f" and a.ndim == 1 and np.all(a == np.round(a))):
         ids = a.astype(np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= num_classes):
-            raise ValueError(
+            raise ConfigError(
                 f"Class ids must be in [0, {num_classes}). Received: labels from {ids.min()} to {ids.max()}"
             )
-        rows = np.eye(num_classes, dtype=np.float32)[ids]
+        rows = artifacts.one_hot(ids, num_classes)
     else:
-        raise ValueError(
+        raise ConfigError(
             f"Labels must be an int, n class ids in [0, {num_classes}), or (n, {num_classes}) one-hot rows. "
             f"Received: labels with shape {a.shape} and dtype {a.dtype}"
         )
     if n is not None and len(rows) != n:
-        raise ValueError(f"Expected one label per row ({n}). Received: {len(rows)} labels")
+        raise ConfigError(f"Expected one label per row ({n}). Received: {len(rows)} labels")
     return rows
 
 
 def cycling_labels(n, num_classes):
-    """The default labels of conditional sampling: 0, 1, ..., C-1, 0, 1, ... (n,)."""
-    return np.arange(n) % num_classes
+    """The default labels of conditional sampling: 0, 1, ..., C-1, 0, 1, ... (n,), the contract's convention."""
+    return artifacts.default_labels(n, num_classes)
 
 
 def inputs(x, y):

@@ -3,7 +3,7 @@
 import dataclasses
 import json
 
-from kvae_contract.errors import ConfigError
+from kvae_contract.errors import ConfigError, RunDirError
 
 ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian")
@@ -132,10 +132,20 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path):
-        with open(path) as f:
-            data = json.load(f)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except ValueError as e:
+            raise RunDirError(f"{path} is not valid JSON ({e}): the run directory is damaged; train it again.") from None
+        if not isinstance(data, dict):
+            raise RunDirError(
+                f"{path} must hold a JSON object of training settings: the run directory is damaged. "
+                f"Received: {type(data).__name__}"
+            )
+        unknown = set(data) - {f.name for f in dataclasses.fields(cls)}
         if unknown:
-            raise ValueError(f"{path} has unknown keys {sorted(unknown)}; it was not written by this kvae version.")
+            raise RunDirError(
+                f"{path} has unknown keys {sorted(unknown)}; it was not written by this kvae version. "
+                "Use the kvae that wrote it, or a new --run-dir."
+            )
         return cls(**data)

@@ -10,6 +10,8 @@ loss equal those of one device.
 import json
 import os
 
+from kvae_contract.errors import ConfigError
+
 STRATEGIES = ("default", "mirrored", "multi-worker")
 
 
@@ -18,9 +20,9 @@ def make_strategy(name):
     import keras
 
     if name not in STRATEGIES:
-        raise ValueError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
+        raise ConfigError(f"`strategy` must be one of {STRATEGIES}. Received: strategy={name!r}")
     if name != "default" and keras.backend.backend() != "tensorflow":
-        raise ValueError(
+        raise ConfigError(
             f"--strategy {name} uses tf.distribute and needs KERAS_BACKEND=tensorflow. "
             f"Received backend: {keras.backend.backend()}"
         )
@@ -30,7 +32,7 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy()  # every local GPU, else the CPU
     if name == "multi-worker":
         if "TF_CONFIG" not in os.environ:
-            raise ValueError(
+            raise ConfigError(
                 "--strategy multi-worker needs TF_CONFIG describing the cluster and this worker, e.g. "
                 '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}}'
             )

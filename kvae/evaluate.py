@@ -24,6 +24,7 @@ import numpy as np
 from keras import ops
 
 from kvae import losses, priors
+from kvae_contract.errors import ConfigError, RunDirError
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_d]) above 1e-2
 JACKKNIFE_GROUPS = 10  # groups of the k samples for the Monte Carlo error
@@ -38,7 +39,7 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     conditional model needs the labels y and gives -log p(x|y).
     """
     if not isinstance(k, int) or k < 1:
-        raise ValueError(f"`k` must be a positive int. Received: k={k!r}")
+        raise ConfigError(f"`k` must be a positive int. Received: k={k!r}")
     x = np.asarray(x, np.float32)
     y_one_hot = model.labels_for(y if model.num_classes is not None else None, len(x))  # (n, C) or None
     chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
@@ -149,10 +150,10 @@ def compare(a, b):
     """
     for name, result in (("a", a), ("b", b)):
         if "nll_per_image" not in result:
-            raise ValueError(f"Evaluation {name} has no per-image NLL; re-run `kvae evaluate` with this kvae version.")
+            raise RunDirError(f"Evaluation {name} has no per-image NLL; re-run `kvae evaluate` with this kvae version.")
     na, nb = np.asarray(a["nll_per_image"]), np.asarray(b["nll_per_image"])
     if len(na) != len(nb) or a.get("test_draw") != b.get("test_draw"):
-        raise ValueError(
+        raise ConfigError(
             "The two evaluations must cover the same test images: evaluate both with the same --limit. "
             f"Received: {len(na)} images ({a.get('test_draw')}) and {len(nb)} images ({b.get('test_draw')})"
         )

@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from kvae_contract.errors import ConfigError
+
 
 @keras.saving.register_keras_serializable(package="kvae")
 class Sampling(keras.layers.Layer):
@@ -23,7 +25,7 @@ class Sampling(keras.layers.Layer):
     def __init__(self, seed=None, **kwargs):
         super().__init__(**kwargs)
         if seed is not None and not isinstance(seed, int):
-            raise ValueError(f"`seed` must be an int or None. Received: seed={seed!r}")
+            raise ConfigError(f"`seed` must be an int or None. Received: seed={seed!r}")
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
@@ -58,7 +60,7 @@ class GatedDense(keras.layers.Layer):
     def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(units, int) or units < 1:
-            raise ValueError(f"`units` must be a positive int. Received: units={units!r}")
+            raise ConfigError(f"`units` must be a positive int. Received: units={units!r}")
         self.units = units
         self.activation = keras.activations.get(activation)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -103,7 +105,7 @@ class Bound(keras.layers.Layer):
     def __init__(self, low, high, **kwargs):
         super().__init__(**kwargs)
         if not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and low < high):
-            raise ValueError(f"`low` and `high` must be numbers with low < high. Received: low={low!r}, high={high!r}")
+            raise ConfigError(f"`low` and `high` must be numbers with low < high. Received: low={low!r}, high={high!r}")
         self.low = float(low)
         self.high = float(high)
 

@@ -11,6 +11,7 @@ import contextlib
 import keras
 
 from kvae.config import DTYPE_POLICIES as POLICIES
+from kvae_contract.errors import ConfigError
 
 
 @contextlib.contextmanager
@@ -20,7 +21,7 @@ def policy_scope(name):
         yield
         return
     if name not in POLICIES:
-        raise ValueError(f"`dtype_policy` must be one of {POLICIES}. Received: dtype_policy={name!r}")
+        raise ConfigError(f"`dtype_policy` must be one of {POLICIES}. Received: dtype_policy={name!r}")
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(name)
     try:

@@ -21,6 +21,8 @@ import json
 import os
 import shutil
 
+from kvae_contract.errors import RunDirError
+
 
 class RunDir:
     """The files of one run, under `path` (a str or os.PathLike)."""
@@ -93,8 +95,12 @@ class RunDir:
         """The saved training state (dict with "checkpoint_path" added), or None if no epoch has completed."""
         if not os.path.exists(self.state):
             return None
-        with open(self.state) as f:
-            state = json.load(f)
+        state = self.read_json(self.state)
+        if not isinstance(state, dict) or not isinstance(state.get("checkpoint"), str):
+            raise RunDirError(
+                f"{self.state} names no checkpoint: the run directory is damaged. Delete {self.state} to train "
+                f"from the start, or use a new --run-dir."
+            )
         state["checkpoint_path"] = os.path.join(self.checkpoints, state["checkpoint"])
         return state
 
@@ -102,8 +108,12 @@ class RunDir:
         atomic_write(self.state, json.dumps(state, indent=1))
 
     def read_json(self, path):
-        with open(path) as f:
-            return json.load(f)
+        """The JSON value in `path`; RunDirError if it is not valid JSON (a damaged run file)."""
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise RunDirError(f"{path} is not valid JSON ({e}): the run directory is damaged.") from None
 
     def write_json(self, path, data):
         atomic_write(path, json.dumps(data, indent=2))

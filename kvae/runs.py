@@ -5,20 +5,36 @@ import os
 
 from kvae.config import TrainConfig
 from kvae.rundir import RunDir
+from kvae_contract.errors import MissingPathError, RunDirError
 
 EVALUATION_FILE = RunDir.EVALUATION  # kept for callers of kvae.runs.EVALUATION_FILE
 
 
 def load_run(run_dir):
-    """Returns (config, model) of a run directory, with errors that say what is missing."""
+    """Returns (config, model) of a run directory, with errors that say what is missing.
+
+    A folder without config.json or model.keras raises MissingPathError (not a finished run);
+    a model.keras Keras cannot load, RunDirError.
+    """
     import keras
 
     run = RunDir(run_dir)
     config_path, model_path = run.config, run.model
     for path in (config_path, model_path):
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: {run_dir} is not a finished kvae run (train it with `kvae train --run-dir {run_dir}`).")
-    return TrainConfig.load(config_path), keras.saving.load_model(model_path)
+            raise MissingPathError(
+                f"{path} not found: {run_dir} is not a finished kvae run "
+                f"(train it with `kvae train --run-dir {run_dir}`)."
+            )
+    config = TrainConfig.load(config_path)
+    try:
+        model = keras.saving.load_model(model_path)
+    except Exception as e:  # a damaged or foreign file: Keras raises ValueError, zipfile errors, ...
+        raise RunDirError(
+            f"{model_path} cannot be loaded ({type(e).__name__}: {e}). Copy a checkpoint from "
+            f"{RunDir(run_dir).checkpoints} to it, or train the run again."
+        ) from None
+    return config, model
 
 
 def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1):
@@ -43,9 +59,12 @@ def compare_runs(run_dir_a, run_dir_b):
     for run_dir in (run_dir_a, run_dir_b):
         path = RunDir(run_dir).evaluation
         if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: evaluate the run first with `kvae evaluate {run_dir}`.")
-        with open(path) as f:
-            results.append(json.load(f))
+            raise MissingPathError(f"{path} not found: evaluate the run first with `kvae evaluate {run_dir}`.")
+        try:
+            with open(path) as f:
+                results.append(json.load(f))
+        except ValueError as e:
+            raise RunDirError(f"{path} is not valid JSON ({e}): evaluate the run again with `kvae evaluate {run_dir}`.") from None
     return compare(*results)
 
 

@@ -16,7 +16,7 @@ from kvae.optimizers import FusedAdam
 from kvae.precision import policy_scope
 from kvae.rundir import RunDir
 from kvae.vae import VAE
-from kvae_contract.errors import TrainingDiverged  # noqa: F401  (re-exported: kvae.train.TrainingDiverged)
+from kvae_contract.errors import ConfigError, RunDirError, TrainingDiverged  # TrainingDiverged: also kvae.train's
 
 
 @dataclasses.dataclass
@@ -59,7 +59,7 @@ def init_pseudo_inputs(model, x_train_uint8, seed):
     pseudo-inputs then move freely in [0, 1] with training.
     """
     if len(x_train_uint8) < model.num_pseudo_inputs:
-        raise ValueError(
+        raise ConfigError(
             f"The VampPrior's {model.num_pseudo_inputs} pseudo-inputs start as distinct training images, but there are "
             f"only {len(x_train_uint8)}. Lower --num-pseudo-inputs. Received: num_pseudo_inputs={model.num_pseudo_inputs}"
         )
@@ -85,9 +85,9 @@ def model_inputs(config, splits):
     labels = (splits.y_train[: config.train_limit], splits.y_val, splits.y_test)
     for y in labels:
         if len(y) and (y.min() < 0 or y.max() >= config.num_classes):
-            raise ValueError(
-                f"num_classes={config.num_classes} needs labels in [0, {config.num_classes}). "
-                f"Received: labels from {y.min()} to {y.max()} in {config.dataset}"
+            raise ConfigError(
+                f"num_classes={config.num_classes} needs labels in [0, {config.num_classes}): set --num-classes to "
+                f"the dataset's number of classes. Received: labels from {y.min()} to {y.max()} in {config.dataset}"
             )
     return tuple(pipeline.labeled(x, y) for x, y in zip((x_train, x_val, x_test), labels))
 
@@ -149,7 +149,7 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
         try:
             model.load_weights(run.model)
         except Exception as e:  # Keras raises several types for a damaged file
-            raise ValueError(
+            raise RunDirError(
                 f"{run.model} cannot be read ({type(e).__name__}: {e}). The run finished, so its last checkpoint "
                 f"is in {run.checkpoints}: copy it to {run.model}, or delete {run.path} and train again."
             ) from None
@@ -157,6 +157,8 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
         return TrainResult(model, checkpoint.rows, run.read_json(run.test_metrics), done)
     if done:
         print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
+    if chief:
+        print(describe_devices(strategy))
 
     nan_guard = StopOnNaN()
     kvae_callbacks = [nan_guard]
@@ -205,6 +207,21 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
     return TrainResult(model, checkpoint.rows, test_metrics, done)
 
 
+def describe_devices(strategy):
+    """One line: the Keras backend and the devices training runs on."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        return f"Keras backend: {backend}"
+    import tensorflow as tf
+
+    gpus = [d.name.replace("/physical_device:", "") for d in tf.config.list_physical_devices("GPU")]
+    where = ", ".join(gpus) if gpus else "CPU (no GPU visible to TensorFlow)"
+    return (
+        f"Keras backend: tensorflow {tf.__version__}; training on {where}; "
+        f"{strategy.num_replicas_in_sync} replica(s) under {type(strategy).__name__}"
+    )
+
+
 def evaluate_elbo(model, x, batch_size):
     """One-sample estimate of the test negative ELBO and its parts, in nats per image."""
     logs = model.evaluate(pipeline.eval_dataset(x, batch_size), return_dict=True, verbose=0)
@@ -232,7 +249,7 @@ def _check_or_write_config(config):
         # More epochs, or another strategy, may resume a run; anything else is another run.
         changed = {k: (old.get(k), new[k]) for k in new if k not in ("epochs", "strategy") and old.get(k) != new[k]}
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 f"{config.run_dir} holds a run with a different config {changed} (saved, requested). "
                 "Use a new --run-dir, or the saved settings to resume it."
             )

@@ -13,6 +13,8 @@ from keras import ops
 from kvae import conditional, distribute, losses, priors
 from kvae.config import LIKELIHOODS, OBJECTIVES
 from kvae.layers import Sampling
+from kvae_contract.artifacts import draw_prior_noise
+from kvae_contract.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -77,15 +79,15 @@ class VAE(keras.Model):
         # encoder and decoder still cast to their compute dtype themselves.
         super().__init__(**{**kwargs, "autocast": False})
         if likelihood not in LIKELIHOODS:
-            raise ValueError(f"`likelihood` must be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}")
+            raise ConfigError(f"`likelihood` must be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}")
         if not beta >= 0:
-            raise ValueError(f"`beta` must be >= 0. Received: beta={beta!r}")
+            raise ConfigError(f"`beta` must be >= 0. Received: beta={beta!r}")
         if not free_bits >= 0:
-            raise ValueError(f"`free_bits` must be >= 0. Received: free_bits={free_bits!r}")
+            raise ConfigError(f"`free_bits` must be >= 0. Received: free_bits={free_bits!r}")
         if gaussian_variance != "learned" and not (
             isinstance(gaussian_variance, (int, float)) and gaussian_variance > 0
         ):
-            raise ValueError(
+            raise ConfigError(
                 f"`gaussian_variance` must be 'learned' or a number > 0. Received: gaussian_variance={gaussian_variance!r}"
             )
         self.encoder = encoder
@@ -96,23 +98,23 @@ class VAE(keras.Model):
         self.gaussian_variance = gaussian_variance
         self.seed = seed
         if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 2):
-            raise ValueError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
+            raise ConfigError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
         self.latent_dim = check_signatures(encoder, decoder, num_classes)
         if prior not in priors.PRIORS:
-            raise ValueError(f"`prior` must be one of {priors.PRIORS}. Received: prior={prior!r}")
+            raise ConfigError(f"`prior` must be one of {priors.PRIORS}. Received: prior={prior!r}")
         if not (isinstance(num_pseudo_inputs, int) and num_pseudo_inputs >= 1):
-            raise ValueError(f"`num_pseudo_inputs` must be a positive int. Received: num_pseudo_inputs={num_pseudo_inputs!r}")
+            raise ConfigError(f"`num_pseudo_inputs` must be a positive int. Received: num_pseudo_inputs={num_pseudo_inputs!r}")
         if objective not in OBJECTIVES:
-            raise ValueError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
+            raise ConfigError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
         if not (isinstance(iw_samples, int) and iw_samples >= 1):
-            raise ValueError(f"`iw_samples` must be a positive int. Received: iw_samples={iw_samples!r}")
+            raise ConfigError(f"`iw_samples` must be a positive int. Received: iw_samples={iw_samples!r}")
         if objective == "elbo" and iw_samples != 1:
-            raise ValueError(f"`iw_samples` > 1 needs objective='iwae'. Received: iw_samples={iw_samples!r}")
+            raise ConfigError(f"`iw_samples` > 1 needs objective='iwae'. Received: iw_samples={iw_samples!r}")
         if prior == "vamp" and num_classes is not None:
-            raise ValueError(f"The VampPrior is for unconditional VAEs. Received: prior='vamp', num_classes={num_classes!r}")
+            raise ConfigError(f"The VampPrior is for unconditional VAEs. Received: prior='vamp', num_classes={num_classes!r}")
         if free_bits > 0 and (prior != "normal" or objective != "elbo"):
-            raise ValueError(
+            raise ConfigError(
                 "Free bits need the per-dimension KL of the N(0, I) prior and the ELBO. "
                 f"Received: free_bits={free_bits!r}, prior={prior!r}, objective={objective!r}"
             )
@@ -201,7 +203,7 @@ class VAE(keras.Model):
     def prior_components(self):
         """VampPrior: (means, log_vars), each (K, latent_dim): the encoder's posteriors of the pseudo-inputs."""
         if self.prior != "vamp":
-            raise ValueError(f"Only the VampPrior has components. Received: prior={self.prior!r}")
+            raise ConfigError(f"Only the VampPrior has components. Received: prior={self.prior!r}")
         return self.run_encoder(ops.clip(self.pseudo_inputs, 0.0, 1.0))
 
     def log_prior(self, z):
@@ -216,7 +218,7 @@ class VAE(keras.Model):
         if self.num_classes is None:
             return (inputs["x"] if isinstance(inputs, dict) else inputs), None
         if not (isinstance(inputs, dict) and {"x", "y"} <= set(inputs)):
-            raise ValueError(
+            raise ConfigError(
                 f"A conditional VAE (num_classes={self.num_classes}) takes the dict {{'x': images, 'y': labels}}; "
                 "for a tf.data.Dataset of (x, y) pairs use kvae.conditional.with_labels(dataset). "
                 f"Received: {type(inputs).__name__}"
@@ -258,7 +260,7 @@ class VAE(keras.Model):
 
     def compile(self, optimizer="adam", loss=None, **kwargs):
         if loss is not None:
-            raise ValueError(
+            raise ConfigError(
                 "VAE computes its own loss (reconstruction + beta * KL); call compile(optimizer=...) "
                 f"without `loss`. Received: loss={loss!r}"
             )
@@ -292,10 +294,10 @@ class VAE(keras.Model):
         """NumPy labels -> float32 one-hot (n, C) for a conditional VAE; None for an unconditional one."""
         if self.num_classes is None:
             if labels is not None:
-                raise ValueError(f"This VAE is not conditional (num_classes=None). Received: labels={labels!r}")
+                raise ConfigError(f"This VAE is not conditional (num_classes=None). Received: labels={labels!r}")
             return None
         if labels is None:
-            raise ValueError(f"A conditional VAE (num_classes={self.num_classes}) needs `labels`. Received: labels=None")
+            raise ConfigError(f"A conditional VAE (num_classes={self.num_classes}) needs `labels`. Received: labels=None")
         return conditional.one_hot_numpy(labels, self.num_classes, n)
 
     def output_mean(self, reconstruction):
@@ -315,18 +317,20 @@ class VAE(keras.Model):
         all), n labels, or by default 0, 1, ..., C-1, 0, 1, ... (every class in turn).
         """
         if not isinstance(n, int) or n < 1:
-            raise ValueError(f"`n` must be a positive int. Received: n={n!r}")
+            raise ConfigError(f"`n` must be a positive int. Received: n={n!r}")
         if self.num_classes is not None and labels is None:
             labels = conditional.cycling_labels(n, self.num_classes)
         return self.decode(self.sample_prior(n, seed, temperature), labels)
 
     def sample_prior(self, n, seed=None, temperature=1.0):
-        """n latent codes from the prior, (n, latent_dim) float32, drawn as `sample` describes."""
-        rng = np.random.default_rng(seed)
-        eps = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        """n latent codes from the prior, (n, latent_dim) float32, drawn as `sample` describes.
+
+        The noise is the contract's seeded draw (kvae_contract.artifacts.draw_prior_noise), as in serving/.
+        """
+        num_components = self.num_pseudo_inputs if self.prior == "vamp" else None
+        eps, component = draw_prior_noise(n, self.latent_dim, seed, num_components)
         if self.prior == "normal":
             return temperature * eps
-        component = rng.integers(0, self.num_pseudo_inputs, size=n)
         means, log_vars = (ops.convert_to_numpy(t) for t in self.prior_components())
         return means[component] + np.float32(temperature) * np.exp(0.5 * log_vars[component]) * eps
 
@@ -371,7 +375,7 @@ def check_signatures(encoder, decoder, num_classes=None):
 
     def shapes(model, kind):
         if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
-            raise ValueError(
+            raise ConfigError(
                 f"`{kind}` must be a built Keras model with symbolic inputs: functional or Sequential "
                 f"(wrap a subclassed model as keras.Model(inputs, model(inputs))). Received: {kind}={model!r}"
             )
@@ -383,14 +387,14 @@ def check_signatures(encoder, decoder, num_classes=None):
     wanted = "x" if num_classes is None else f"[x, y] with y of shape ({num_classes},)"
     if len(enc_in) != 1 + len(labels) or enc_in[1:] != labels or len(enc_out) != 2 or enc_out[0] != enc_out[1] \
             or len(enc_out[0]) != 1:
-        raise ValueError(
+        raise ConfigError(
             f"The encoder must map {wanted} to two outputs [z_mean, z_log_var] of shape (batch, latent_dim). "
             f"Received: inputs {enc_in}, outputs {enc_out} (shapes without the batch axis)"
         )
     latent = enc_out[0]
     if dec_in != [latent, *labels] or len(dec_out) != 1 or dec_out[0] != enc_in[0]:
         z = f"z of shape {latent}" + ("" if num_classes is None else f" and y of shape ({num_classes},)")
-        raise ValueError(
+        raise ConfigError(
             f"The decoder must map {z} to one output of the input's shape {enc_in[0]}. "
             f"Received: inputs {dec_in}, outputs {dec_out} (shapes without the batch axis)"
         )

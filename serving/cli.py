@@ -1,12 +1,14 @@
 """`kvae generate` and `kvae serve` (also `python -m kvae_serving`): argument parsers and their commands.
 
 Only argparse at import time: onnxruntime loads when a command runs, so `kvae --help` stays fast.
+The commands raise kvae's errors; kvae_contract.errors.run_command (used by `kvae` and by main below)
+prints `kvae COMMAND: error: ...` and returns the kind's exit code.
 """
 
 import argparse
 import sys
 
-from .errors import ServingError
+from kvae_contract.errors import run_command
 
 
 def _positive_int(text):
@@ -53,12 +55,8 @@ def generate(args):
     from .images import save_grid
     from .runtime import Runtime
 
-    try:
-        runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
-        save_grid(runtime.sample(args.n, args.seed, args.temperature, args.label), args.out, args.columns)
-    except (ServingError, OSError) as e:
-        print(f"kvae generate: error: {e}", file=sys.stderr)
-        return 2
+    runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
+    save_grid(runtime.sample(args.n, args.seed, args.temperature, args.label), args.out, args.columns)
     print(f"wrote {args.n} samples (seed {args.seed}, temperature {args.temperature}) to {args.out}")
     return 0
 
@@ -67,20 +65,16 @@ def serve(args):
     from .runtime import Runtime
     from .server import serve as run_server
 
-    try:
-        runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
-        run_server(
-            runtime,
-            args.host,
-            args.port,
-            quiet=args.quiet,
-            max_batch_size=args.max_batch_size,
-            max_body_bytes=args.max_body_bytes,
-            concurrency=args.concurrency,
-        )
-    except (ServingError, OSError) as e:
-        print(f"kvae serve: error: {e}", file=sys.stderr)
-        return 2
+    runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
+    run_server(
+        runtime,
+        args.host,
+        args.port,
+        quiet=args.quiet,
+        max_batch_size=args.max_batch_size,
+        max_body_bytes=args.max_body_bytes,
+        concurrency=args.concurrency,
+    )
     return 0
 
 
@@ -94,4 +88,4 @@ def main(argv=None):
     if argv and argv[0] not in ("generate", "serve", "-h", "--help"):
         argv = ["serve", *argv]  # the default command
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(args.command, args.func, args)

@@ -3,8 +3,8 @@
 ServingError is the family's base under the name serving has always used.
 """
 
-from kvae_contract.errors import ArtifactError, InputError, KvaeError, NotFoundError
+from kvae_contract.errors import ArtifactError, InputError, KvaeError, MissingArtifactsError, NotFoundError
 
 ServingError = KvaeError
 
-__all__ = ["ArtifactError", "InputError", "KvaeError", "NotFoundError", "ServingError"]
+__all__ = ["ArtifactError", "InputError", "KvaeError", "MissingArtifactsError", "NotFoundError", "ServingError"]

@@ -33,7 +33,7 @@ def png_bytes(picture):
     """uint8 (h, w, c) with c in (1, 3) -> PNG file bytes."""
     c = picture.shape[-1]
     if c not in MODES:
-        raise ValueError(f"PNG output needs 1 or 3 channels, the images have {c}.")
+        raise InputError(f"PNG output needs 1 or 3 channels, the images have {c}; ask for JSON (format 'json').")
     buffer = io.BytesIO()
     Image.fromarray(picture[..., 0] if c == 1 else picture, MODES[c]).save(buffer, format="PNG")
     return buffer.getvalue()

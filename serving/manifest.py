@@ -4,32 +4,21 @@ import hashlib
 import json
 import os
 
-from .errors import ArtifactError
+# The names fixed by ARTIFACTS.md come from the contract (kvae_export writes with the same module);
+# the runtime and server use them as manifest.<NAME>.
+from kvae_contract.artifacts import (  # noqa: F401
+    COMPONENT, DECODER, ENCODER, EPS, FORMAT_VERSIONS, LABELS, LOG_PRIOR, LOG_PZ, MANIFEST, MODEL_VERSION, MODELS,
+    NORMAL, PRIOR, VAMP, VAMP_MODELS, X, X_LOGITS, X_MEAN, Z, Z_LOG_VAR, Z_MEAN,
+)
 
-MANIFEST = "manifest.json"
-FORMAT_VERSION = 2  # what kvae export writes now
-FORMAT_VERSIONS = (1, 2)  # what serving reads: 1 has no "prior" key (the N(0, I) prior is implied)
-MODEL_VERSION = "1"  # the only version the layout holds: onnx/<model>/1/model.onnx
+from .errors import ArtifactError, MissingArtifactsError
 
-# Names fixed by ARTIFACTS.md (export/tensors.py holds the same table);
-# the runtime checks that the manifest declares them.
-ENCODER, DECODER = "encoder", "decoder"
-PRIOR, LOG_PRIOR = "prior", "log_prior"  # VampPrior artifacts only
-ENCODER_INPUT = "x"  # (batch, *input_shape), pixels in [0, 1]
-Z_MEAN, Z_LOG_VAR = "z_mean", "z_log_var"  # (batch, latent_dim)
-DECODER_INPUT = "z"  # (batch, latent_dim)
-X_MEAN, X_LOGITS = "x_mean", "x_logits"  # (batch, *input_shape); x_logits for Bernoulli only
-LABELS = "y"  # conditional models: float32 one-hot (batch, num_classes), an input of encoder and decoder
-EPS, COMPONENT = "eps", "component"  # prior inputs: temperature * N(0, I) noise (batch, latent_dim); one-hot (batch, K)
-PRIOR_OUTPUT = "z"  # prior output (batch, latent_dim)
-LOG_PRIOR_INPUT, LOG_PZ = "z", "log_pz"  # log_prior: z (batch, latent_dim) -> log p(z) (batch,)
-
-NORMAL, VAMP = "normal", "vamp"  # the manifest's prior types
+# What serving relies on in each model (inputs, outputs); the manifest may declare more (x_logits, y).
 REQUIRED_TENSORS = {
-    ENCODER: ([ENCODER_INPUT], [Z_MEAN, Z_LOG_VAR]),
-    DECODER: ([DECODER_INPUT], [X_MEAN]),
-    PRIOR: ([EPS, COMPONENT], [PRIOR_OUTPUT]),
-    LOG_PRIOR: ([LOG_PRIOR_INPUT], [LOG_PZ]),
+    ENCODER: ([X], [Z_MEAN, Z_LOG_VAR]),
+    DECODER: ([Z], [X_MEAN]),
+    PRIOR: ([EPS, COMPONENT], [Z]),
+    LOG_PRIOR: ([Z], [LOG_PZ]),
 }
 REQUIRED_KEYS = ("format_version", "latent_dim", "input_shape", "models", "files")
 
@@ -42,7 +31,7 @@ def prior_of(manifest):
 def model_names(manifest):
     """The models serving loads: encoder and decoder, and for a VampPrior prior and log_prior."""
     vamp = prior_of(manifest)["type"] == VAMP
-    return [ENCODER, DECODER, *([PRIOR, LOG_PRIOR] if vamp else [])]
+    return [*MODELS, *(VAMP_MODELS if vamp else ())]
 
 
 def load(artifacts_dir):
@@ -50,12 +39,16 @@ def load(artifacts_dir):
     path = os.path.join(artifacts_dir, MANIFEST)
     redo = f"Re-export the model (kvae export) into {artifacts_dir}."
     if not os.path.isdir(artifacts_dir):
-        raise ArtifactError(f"Artifacts directory {artifacts_dir} does not exist.")
+        raise MissingArtifactsError(
+            f"Artifacts directory {artifacts_dir} does not exist: pass the folder `kvae export --out` wrote."
+        )
     try:
         with open(path, encoding="utf-8") as f:
             manifest = json.load(f)
     except FileNotFoundError:
-        raise ArtifactError(f"{path} is missing: {artifacts_dir} is not a kvae artifacts directory. {redo}") from None
+        raise MissingArtifactsError(
+            f"{path} is missing: {artifacts_dir} is not a kvae artifacts directory. {redo}"
+        ) from None
     except (OSError, ValueError) as e:
         raise ArtifactError(f"{path} is not valid JSON ({e}). {redo}") from None
     try:

@@ -7,11 +7,13 @@ import os
 import numpy as np
 import onnxruntime as ort
 
-from . import manifest as mf
-from .errors import ArtifactError, InputError
+from kvae_contract import artifacts
 
-DTYPES = {"FP32": np.float32}  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
-ORT_TYPES = {"FP32": "tensor(float)"}
+from . import manifest as mf
+from .errors import ArtifactError, InputError, NotFoundError
+
+DTYPES = {artifacts.FP32: np.float32}  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
+ORT_TYPES = {artifacts.FP32: "tensor(float)"}
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -115,7 +117,7 @@ class Runtime:
     def run(self, model, inputs, outputs=None):
         """inputs {name: array} -> {output name: array} for `outputs` (default: all the manifest lists)."""
         if model not in self.models:
-            raise InputError(f"unknown model {model!r}; models are {list(self.models)}.")
+            raise NotFoundError(f"unknown model {model!r}; models are {list(self.models)}.")
         spec = self.models[model]
         missing = [n for n in spec["inputs"] if n not in inputs]
         if missing:
@@ -135,13 +137,13 @@ class Runtime:
 
     def encode(self, x, labels=None):
         """x (n, *input_shape) float pixels in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
-        inputs = self._with_labels({mf.ENCODER_INPUT: x}, labels, np.shape(x)[:1])
+        inputs = self._with_labels({mf.X: x}, labels, np.shape(x)[:1])
         out = self.run(mf.ENCODER, inputs, [mf.Z_MEAN, mf.Z_LOG_VAR])
         return out[mf.Z_MEAN], out[mf.Z_LOG_VAR]
 
     def decode(self, z, labels=None):
         """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z[, y])."""
-        inputs = self._with_labels({mf.DECODER_INPUT: z}, labels, np.shape(z)[:1])
+        inputs = self._with_labels({mf.Z: z}, labels, np.shape(z)[:1])
         return self.run(mf.DECODER, inputs, [mf.X_MEAN])[mf.X_MEAN]
 
     def one_hot(self, labels, n):
@@ -164,7 +166,7 @@ class Runtime:
             )
         if len(a) and (a.min() < 0 or a.max() >= c):
             raise InputError(f"class ids must be in [0, {c}), received {a.min()} to {a.max()}.")
-        return np.eye(c, dtype=np.float32)[a]
+        return artifacts.one_hot(a, c)
 
     def _with_labels(self, inputs, labels, batch):
         """Adds the one-hot "y" input for a conditional model (required there; refused otherwise)."""
@@ -178,20 +180,17 @@ class Runtime:
     def sample_z(self, n, seed=None, temperature=1.0):
         """z (n, latent_dim) from the prior, drawn exactly as ARTIFACTS.md (and kvae's VAE.sample_prior) say.
 
-        rng = default_rng(seed); eps = rng.standard_normal((n, latent_dim), float32) first.
-        N(0, I) prior: z = temperature * eps. VampPrior: then component =
-        rng.integers(0, K, size=n), and the prior model maps (temperature * eps,
-        one-hot component) to z = mu_c + exp(log_var_c / 2) * temperature * eps.
+        (eps, component) = kvae_contract.artifacts.draw_prior_noise(n, latent_dim, seed, K).
+        N(0, I) prior: z = temperature * eps. VampPrior: the prior model maps
+        (temperature * eps, one-hot component) to z = mu_c + exp(log_var_c / 2) * temperature * eps.
         """
         n, seed, temperature = _check_sampling(n, seed, temperature)
-        rng = np.random.default_rng(seed)
-        eps = rng.standard_normal((n, self.latent_dim), dtype=np.float32)
+        eps, component = artifacts.draw_prior_noise(n, self.latent_dim, seed, self.num_components)
         if self.prior == mf.NORMAL:
             return temperature * eps
-        component = rng.integers(0, self.num_components, size=n)
-        one_hot = np.eye(self.num_components, dtype=np.float32)[component]  # (n, K)
+        one_hot = artifacts.one_hot(component, self.num_components)  # (n, K)
         inputs = {mf.EPS: np.float32(temperature) * eps, mf.COMPONENT: one_hot}
-        return self.run(mf.PRIOR, inputs, [mf.PRIOR_OUTPUT])[mf.PRIOR_OUTPUT]
+        return self.run(mf.PRIOR, inputs, [mf.Z])[mf.Z]
 
     def log_prior(self, z):
         """log p(z) in nats, z (n, latent_dim) -> (n,) float32, under the artifacts' prior.
@@ -200,8 +199,8 @@ class Runtime:
         N(0, I): the closed form -0.5 * sum_d (z_d^2 + log 2 pi), in float64 then rounded.
         """
         if self.prior == mf.VAMP:
-            return self.run(mf.LOG_PRIOR, {mf.LOG_PRIOR_INPUT: z}, [mf.LOG_PZ])[mf.LOG_PZ]
-        z = self.check_input(mf.DECODER, mf.DECODER_INPUT, z).astype(np.float64)  # the same (n, latent_dim) checks
+            return self.run(mf.LOG_PRIOR, {mf.Z: z}, [mf.LOG_PZ])[mf.LOG_PZ]
+        z = self.check_input(mf.DECODER, mf.Z, z).astype(np.float64)  # the same (n, latent_dim) checks
         return (-0.5 * (z**2 + LOG_2PI).sum(axis=-1)).astype(np.float32)
 
     def sample(self, n, seed=None, temperature=1.0, labels=None):
@@ -214,7 +213,7 @@ class Runtime:
         """
         z = self.sample_z(n, seed, temperature)
         if self.num_classes is not None and labels is None:
-            labels = np.arange(len(z)) % self.num_classes
+            labels = artifacts.default_labels(len(z), self.num_classes)
         return self.decode(z, labels)
 
     def reconstruct(self, x, labels=None):
@@ -244,29 +243,27 @@ class Runtime:
         return self.decode((1 - t) * z_a + t * z_b, None if y is None else (1 - t) * y[0] + t * y[1])
 
 
-def _positive_int(v, what):
+def _int(v, what, minimum, kind="an int", why=""):
+    """`v` as a Python int >= minimum (bools refused), or InputError naming `what`."""
     try:
         if isinstance(v, (bool, np.bool_)):
             raise TypeError
         v = operator.index(v)
     except TypeError:
-        raise InputError(f"`{what}` must be an int, received {v!r}.") from None
-    if v < 1:
-        raise InputError(f"`{what}` must be >= 1, received {v}.")
+        raise InputError(f"`{what}` must be {kind}, received {v!r}.") from None
+    if v < minimum:
+        raise InputError(f"`{what}` must be >= {minimum}{why}, received {v}.")
     return v
+
+
+def _positive_int(v, what):
+    return _int(v, what, 1)
 
 
 def _check_sampling(n, seed, temperature):
     n = _positive_int(n, "n")
     if seed is not None:
-        try:
-            if isinstance(seed, (bool, np.bool_)):
-                raise TypeError
-            seed = operator.index(seed)
-        except TypeError:
-            raise InputError(f"`seed` must be an int >= 0 or None, received {seed!r}.") from None
-        if seed < 0:
-            raise InputError(f"`seed` must be >= 0 (NumPy's seeding rule), received {seed}.")
+        seed = _int(seed, "seed", 0, kind="an int >= 0 or None", why=" (NumPy's seeding rule)")
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)):
         raise InputError(f"`temperature` must be a number, received {temperature!r}.")
     if not (math.isfinite(temperature) and temperature >= 0):

@@ -37,7 +37,7 @@ from importlib import metadata
 import numpy as np
 
 from . import images, protocol
-from .errors import InputError
+from .errors import InputError, KvaeError, NotFoundError
 from .manifest import MODEL_VERSION
 
 MAX_BATCH_SIZE = 1024
@@ -48,7 +48,9 @@ JSON = {"Content-Type": protocol.JSON_TYPE}
 FORM_TYPE = "application/x-www-form-urlencoded"  # what curl -d and urllib send by default
 
 
-class HTTPError(Exception):
+class HTTPError(InputError):
+    """A request HTTP itself refuses (405, 415), with that status; other errors carry their kind's status."""
+
     def __init__(self, status, message):
         super().__init__(message)
         self.status = status
@@ -78,10 +80,8 @@ class App:
         """-> (status, headers dict, body bytes). `headers` needs only a case-insensitive .get()."""
         try:
             return self._route(method, target, headers, body)
-        except HTTPError as e:
+        except KvaeError as e:  # the family's status, set in one place: InputError 400, NotFoundError 404, ...
             return _error(e.status, str(e))
-        except InputError as e:
-            return _error(400, str(e))
         except Exception as e:  # a bug: answer, log, keep serving
             traceback.print_exc(file=sys.stderr)
             return _error(500, f"internal error ({type(e).__name__}); see the server log.")
@@ -101,8 +101,8 @@ class App:
     def _model_route(self, path):
         parts = path.split("/")  # "", "v2", "models", name[, "versions", v][, "ready" | "infer"]
         if parts[:3] != ["", "v2", "models"] or len(parts) < 4:
-            raise HTTPError(
-                404, f"no route {path!r}; see /v2 (Open Inference Protocol) and /v1/generate, /v1/reconstruct."
+            raise NotFoundError(
+                f"no route {path!r}; see /v2 (Open Inference Protocol) and /v1/generate, /v1/reconstruct."
             )
         name, rest = urllib.parse.unquote(parts[3]), parts[4:]
         if rest[:1] == ["versions"] and len(rest) >= 2:
@@ -110,16 +110,16 @@ class App:
         else:
             version = None
         if name not in self.runtime.models:
-            raise HTTPError(404, f"unknown model {name!r}; models are {list(self.runtime.models)}.")
+            raise NotFoundError(f"unknown model {name!r}; models are {list(self.runtime.models)}.")
         if version not in (None, MODEL_VERSION):
-            raise HTTPError(404, f"model {name!r} has no version {version!r}; versions are [{MODEL_VERSION!r}].")
+            raise NotFoundError(f"model {name!r} has no version {version!r}; versions are [{MODEL_VERSION!r}].")
         if rest == []:
             return "GET", lambda *_: _json(self.model_metadata(name))
         if rest == ["ready"]:
             return "GET", lambda *_: _json({"name": name, "ready": True})
         if rest == ["infer"]:
             return "POST", lambda headers, body, _: self.infer(name, headers, body)
-        raise HTTPError(404, f"no route {path!r}; model routes end in '', '/ready' or '/infer'.")
+        raise NotFoundError(f"no route {path!r}; model routes end in '', '/ready' or '/infer'.")
 
     # Open Inference Protocol
 

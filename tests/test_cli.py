@@ -64,6 +64,7 @@ def test_training_output_is_quiet_unless_verbose(tmp_path):
     assert quiet.returncode == 0, quiet.stderr
     assert "I0000" not in quiet.stderr and "absl::InitializeLog" not in quiet.stderr, quiet.stderr
     assert "test negative ELBO" in quiet.stdout
+    assert "Keras backend: tensorflow" in quiet.stdout and "training on CPU" in quiet.stdout  # the devices used
     loud = subprocess.run(KVAE[:3] + ["--verbose"] + cmd[3:] + ["--epochs", "2"], capture_output=True, text=True,
                           timeout=300)
     assert loud.returncode == 0, loud.stderr

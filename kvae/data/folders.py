@@ -21,6 +21,7 @@ import numpy as np
 from kvae.config import COLOR_MODES
 from kvae.data.idx import DataError
 from kvae.data.sources import from_arrays
+from kvae_contract.errors import MissingDataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
 GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")  # Pillow modes of grey images
@@ -41,7 +42,7 @@ def load_image_folder(path, image_size=None, color_mode=None, validation_fractio
 
     path = os.fspath(path)
     if not os.path.isdir(path):
-        raise DataError(f"The image folder does not exist. Received: path={path!r}")
+        raise MissingDataError(f"The image folder does not exist. Received: path={path!r}")
     if color_mode not in (None, *COLOR_MODES):
         raise DataError(f"`color_mode` must be one of {COLOR_MODES}. Received: color_mode={color_mode!r}")
     first = _first_image(path)

@@ -12,6 +12,7 @@ import os
 import numpy as np
 
 from kvae.data.idx import DataError, read_idx
+from kvae_contract.errors import ConfigError
 
 DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
 DATA_DIR_ENV = "KVAE_DATA_DIR"
@@ -118,7 +119,14 @@ def load_tfds(name, data_dir=None):
     import tensorflow_datasets as tfds
 
     print(f"Loading {name!r} through tensorflow-datasets (this downloads it the first time).")
-    supervised = tfds.builder(name, data_dir=data_dir).info.supervised_keys is not None
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except ValueError:  # tfds's DatasetNotFoundError, whose message lists every dataset it has
+        raise ConfigError(
+            f"`dataset` must be fashion_mnist, folder:PATH or a tensorflow-datasets name (tfds.list_builders()). "
+            f"Received: dataset={name!r}"
+        ) from None
+    supervised = builder.info.supervised_keys is not None
     train, test = tfds.load(name, split=["train", "test"], as_supervised=supervised, data_dir=data_dir)
     (x_train, y_train), (x_test, y_test) = (_tfds_arrays(split, supervised) for split in (train, test))
     # 10,000 validation images as for Fashion-MNIST, fewer for small datasets.
