@@ -35,6 +35,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from kvae_contract import artifacts as contract  # noqa: E402
+
 BATCHES = (1, 1024)
 
 
@@ -67,27 +69,27 @@ def contenders(model, arch, artifacts, part, batch):
 
     from benchmarks import torch_ref
 
-    onnx_path = os.path.join(artifacts, "onnx", part, "1", "model.onnx")
+    onnx_path = os.path.join(artifacts, contract.onnx_path(part))
     sessions = {
         "onnxruntime": onnx_session(onnx_path),
         "onnxruntime_1thread": onnx_session(onnx_path, threads=1),
         "onnxruntime_serving": onnx_session(onnx_path, threads=2, spinning=False),
     }
-    loaded = tf.saved_model.load(os.path.join(artifacts, "saved_model", part, "1"))
+    loaded = tf.saved_model.load(os.path.join(artifacts, contract.saved_model_path(part)))
     signature = loaded.signatures["serving_default"]
     tmodel = torch_ref.build(arch, model.latent_dim).eval()
     if arch == "mlp":
         torch_ref.load_keras_weights(tmodel, model.encoder.get_weights(), model.decoder.get_weights())
 
-    if part == "decoder":
+    if part == contract.DECODER:
         z = keras.Input((model.latent_dim,))
         predictor = keras.Model(z, keras.ops.sigmoid(model.decoder(z)))
 
         def ort_run(session):
-            return lambda z: session.run(["x_mean"], {"z": z})[0]
+            return lambda z: session.run([contract.X_MEAN], {contract.Z: z})[0]
 
         def tf_run(z):
-            return signature(z=tf.constant(z))["x_mean"].numpy()
+            return signature(**{contract.Z: tf.constant(z)})[contract.X_MEAN].numpy()
 
         def keras_run(z):
             return predictor.predict(z, batch_size=len(z), verbose=0)
@@ -100,11 +102,11 @@ def contenders(model, arch, artifacts, part, batch):
         predictor = model.encoder
 
         def ort_run(session):
-            return lambda x: session.run(["z_mean", "z_log_var"], {"x": x})
+            return lambda x: session.run([contract.Z_MEAN, contract.Z_LOG_VAR], {contract.X: x})
 
         def tf_run(x):
-            out = signature(x=tf.constant(x))
-            return [out["z_mean"].numpy(), out["z_log_var"].numpy()]
+            out = signature(**{contract.X: tf.constant(x)})
+            return [out[contract.Z_MEAN].numpy(), out[contract.Z_LOG_VAR].numpy()]
 
         def keras_run(x):
             return predictor.predict(x, batch_size=len(x), verbose=0)
@@ -165,10 +167,10 @@ def main(argv=None):
             model = train_briefly(arch, latent, os.path.join(tmp, f"run-{arch}"), 2_000 if args.quick else 10_000)
             artifacts = os.path.join(tmp, f"artifacts-{arch}")
             export_vae(model, artifacts, check_images=splits.x_test[:256].astype(np.float32) / 255.0)
-            for part in ("decoder", "encoder"):
+            for part in (contract.DECODER, contract.ENCODER):
                 for batch in BATCHES:
                     fns = contenders(model, arch, artifacts, part, batch)
-                    data = (rng.standard_normal((batch, latent), dtype=np.float32) if part == "decoder"
+                    data = (rng.standard_normal((batch, latent), dtype=np.float32) if part == contract.DECODER
                             else np.ascontiguousarray(x_test[:batch]))
                     reference = fns["keras_predict"](data)
                     timing = time_blocks(fns, data, calls[batch], settings["blocks"])

@@ -52,7 +52,8 @@ def prior_entry(num_components=None):
 
 
 # Tensors: the same names in the manifest, the ONNX graphs, the SavedModel signatures and the Triton configs.
-FP32 = "FP32"  # the contract's only datatype (Open Inference Protocol name); float32 in NumPy
+FP32 = "FP32"  # the contract's only datatype (Open Inference Protocol name)
+DTYPES = {FP32: np.float32}  # datatype -> NumPy
 X, LABELS = "x", "y"  # images [batch, *input_shape]; conditional models: one-hot labels [batch, C]
 Z_MEAN, Z_LOG_VAR = "z_mean", "z_log_var"  # [batch, latent_dim]
 Z = "z"  # latent code [batch, latent_dim]: the decoder's and log_prior's input, the prior's output

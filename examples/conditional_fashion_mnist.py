@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from kvae.figures import FASHION_MNIST_CLASSES
+from kvae.data import FASHION_MNIST_CLASSES
 
 NUM_CLASSES = 10
 

@@ -13,6 +13,7 @@ from scipy import ndimage
 
 from kvae import VAE, Autoencoder, architectures
 from kvae.data import pipeline
+from kvae.evaluate import ACTIVE_UNIT_THRESHOLD
 
 
 def train_autoencoder(x_train, latent_dim, epochs, seed, batch_size=100, verbose=0):
@@ -55,8 +56,8 @@ def code_diagnostics(codes, seed):
     }
 
 
-def active_units(z_mean, threshold=0.01):
-    """Latent dimensions whose posterior mean varies over the data (Burda et al., 2015)."""
+def active_units(z_mean, threshold=ACTIVE_UNIT_THRESHOLD):
+    """Latent dimensions whose posterior mean varies over the data (Burda et al., 2015), as kvae evaluate counts them."""
     return int(np.sum(np.var(z_mean, axis=0) > threshold))
 
 

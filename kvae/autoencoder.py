@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import losses
+from kvae import losses, submodels
 
 
 @keras.saving.register_keras_serializable(package="kvae")
@@ -32,29 +32,17 @@ class Autoencoder(keras.Model):
         return x_hat
 
     def encode(self, x, batch_size=512):
-        return _eager(self.encoder, x, batch_size)
+        return np.concatenate(submodels.batched(lambda x, _: self.encoder(x), x, batch_size=batch_size))
 
     def decode(self, h, batch_size=512):
-        return _eager(self.decoder, h, batch_size)
+        return np.concatenate(submodels.batched(lambda h, _: self.decoder(h), h, batch_size=batch_size))
 
     def reconstruct(self, x):
         return self.decode(self.encode(x))
 
     def get_config(self):
-        return {
-            **super().get_config(),
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
-        }
+        return submodels.get_config(self, super().get_config())
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
-        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
-        return cls(encoder, decoder, **config)
-
-
-def _eager(model, x, batch_size):
-    x = np.asarray(x, np.float32)
-    return np.concatenate([ops.convert_to_numpy(model(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+        return submodels.from_config(cls, config)

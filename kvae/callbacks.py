@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from kvae.rundir import RunDir, atomic_copy, atomic_write
-from kvae_contract.errors import ConfigError
+from kvae_contract.errors import ConfigError, RunDirError
 
 
 class KLWarmup(keras.callbacks.Callback):
@@ -97,7 +97,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             model(example)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        model.load_weights(self.saved["checkpoint_path"])
+        path = self.saved["checkpoint_path"]
+        try:
+            model.load_weights(path)
+        except Exception as e:  # missing, truncated or another model's: Keras raises several types
+            raise RunDirError(
+                f"{path}, the checkpoint {self.run.state} resumes from, cannot be loaded ({type(e).__name__}: {e}). "
+                f"Delete {self.run.state} to train from the start, or use a new --run-dir."
+            ) from None
         noise = getattr(model, "sampling", None)
         if noise is not None and self.saved.get("noise_state") is not None:
             state = noise.seed_generator.state

@@ -40,7 +40,11 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     """
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"`k` must be a positive int. Received: k={k!r}")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ConfigError(f"`batch_size` must be a positive int. Received: batch_size={batch_size!r}")
     x = np.asarray(x, np.float32)
+    if len(x) == 0:
+        raise ConfigError(f"Evaluation needs at least one image (--limit >= 1). Received: x.shape={x.shape}")
     y_one_hot = model.labels_for(y if model.num_classes is not None else None, len(x))  # (n, C) or None
     chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
     rng = np.random.default_rng(seed)

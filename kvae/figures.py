@@ -9,12 +9,10 @@ import os
 from statistics import NormalDist
 
 import numpy as np
+from keras import ops
 
-from kvae import plots
-
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]
+from kvae import losses, plots
+from kvae.data import FASHION_MNIST_CLASSES
 
 
 def write_all(model, x_test_uint8, y_test, history_rows, run_dir, seed=0, dataset="fashion_mnist", class_names=None):
@@ -67,8 +65,6 @@ def class_samples(model, path, seed=0, names=None, per_class=10):
 
 def pseudo_inputs(model, n):
     """The first n of a VampPrior's pseudo-inputs as images in [0, 1]: (n, *input_shape)."""
-    from keras import ops
-
     return np.clip(ops.convert_to_numpy(model.pseudo_inputs[:n]), 0.0, 1.0)
 
 
@@ -105,7 +101,7 @@ def interpolation(model, x_a, x_b, steps, labels=None):
 def model_kl_per_dim(model, x, labels=None):
     """Mean KL of each latent dimension over x: (latent_dim,)."""
     z_mean, z_log_var = model.encode(x, labels)
-    return (-0.5 * (1 + z_log_var - z_mean**2 - np.exp(z_log_var))).mean(axis=0)
+    return ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var)).mean(axis=0)
 
 
 def traversal(model, kl_per_dim, dims, steps, label=None):

@@ -8,18 +8,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from kvae_contract import images as contract_images  # noqa: E402
+
 
 def tile(images, ncols=None):
-    """(n, h, w, c) in [0, 1] -> one (rows*h, ncols*w, c) mosaic with 1-pixel gaps."""
-    images = np.asarray(images, np.float32)
-    n, h, w, c = images.shape
-    ncols = ncols or math.ceil(math.sqrt(n))
-    nrows = math.ceil(n / ncols)
-    out = np.ones((nrows * (h + 1) - 1, ncols * (w + 1) - 1, c), np.float32)
-    for i, img in enumerate(images):
-        r, col = divmod(i, ncols)
-        out[r * (h + 1) : r * (h + 1) + h, col * (w + 1) : col * (w + 1) + w] = img
-    return out
+    """(n, h, w, c) in [0, 1] -> one float32 (rows*(h+1)-1, ncols*(w+1)-1, c) mosaic with 1-pixel white gaps."""
+    return contract_images.tile(np.asarray(images, np.float32), ncols, gap=1, margin=0, fill=1.0)
 
 
 def _show(ax, mosaic):

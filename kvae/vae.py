@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import conditional, distribute, losses, priors
+from kvae import conditional, distribute, losses, priors, submodels
 from kvae.config import LIKELIHOODS, OBJECTIVES
 from kvae.layers import Sampling
 from kvae_contract.artifacts import draw_prior_noise
@@ -281,13 +281,13 @@ class VAE(keras.Model):
     def encode(self, x, labels=None, batch_size=512):
         """x (n, *input_shape) in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
         y = self.labels_for(labels, len(x))
-        outputs = _batched(lambda x, y: self.run_encoder(x, y), x, y, batch_size)
+        outputs = submodels.batched(lambda x, y: self.run_encoder(x, y), x, y, batch_size)
         return np.concatenate([o[0] for o in outputs]), np.concatenate([o[1] for o in outputs])
 
     def decode(self, z, labels=None, batch_size=512):
         """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z[, y])."""
         y = self.labels_for(labels, len(z))
-        outputs = _batched(lambda z, y: self.run_decoder(z, y), z, y, batch_size)
+        outputs = submodels.batched(lambda z, y: self.run_decoder(z, y), z, y, batch_size)
         return np.concatenate([self.output_mean(o) for o in outputs])
 
     def labels_for(self, labels, n):
@@ -340,9 +340,7 @@ class VAE(keras.Model):
 
     def get_config(self):
         return {
-            **super().get_config(),
-            "encoder": keras.saving.serialize_keras_object(self.encoder),
-            "decoder": keras.saving.serialize_keras_object(self.decoder),
+            **submodels.get_config(self, super().get_config()),
             "likelihood": self.likelihood,
             "beta": self.beta,
             "free_bits": self.free_bits,
@@ -357,10 +355,7 @@ class VAE(keras.Model):
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        encoder = keras.saving.deserialize_keras_object(config.pop("encoder"))
-        decoder = keras.saving.deserialize_keras_object(config.pop("decoder"))
-        return cls(encoder, decoder, **config)
+        return submodels.from_config(cls, config)
 
 
 def check_signatures(encoder, decoder, num_classes=None):
@@ -400,15 +395,3 @@ def check_signatures(encoder, decoder, num_classes=None):
         )
     return int(latent[0])
 
-
-def _batched(function, x, y, batch_size):
-    """Calls `function(x, y)` eagerly on slices of x and y (y may be None); NumPy out.
-
-    Eager calls: no tf.function tracing per batch shape.
-    """
-    x = np.asarray(x, np.float32)
-    outs = []
-    for i in range(0, len(x), batch_size):
-        out = function(x[i : i + batch_size], None if y is None else y[i : i + batch_size])
-        outs.append([ops.convert_to_numpy(o) for o in out] if isinstance(out, (list, tuple)) else out)
-    return outs

@@ -1,10 +1,11 @@
 """Images in and out: PNG grids of model outputs, PNG uploads to model inputs (Pillow)."""
 
 import io
-import math
 
 import numpy as np
 from PIL import Image
+
+from kvae_contract.images import tile
 
 from .errors import InputError
 
@@ -18,15 +19,7 @@ def to_uint8(images):
 
 def grid(images, columns=None, pad=2):
     """images (n, h, w, c) in [0, 1] -> one uint8 picture (rows*(h+pad)+pad, cols*(w+pad)+pad, c), black gaps."""
-    images = to_uint8(np.asarray(images))
-    n, h, w, c = images.shape
-    columns = columns or math.ceil(math.sqrt(n))
-    rows = math.ceil(n / columns)
-    out = np.zeros((rows * (h + pad) + pad, columns * (w + pad) + pad, c), np.uint8)
-    for i, image in enumerate(images):
-        top, left = pad + (i // columns) * (h + pad), pad + (i % columns) * (w + pad)
-        out[top : top + h, left : left + w] = image
-    return out
+    return tile(to_uint8(np.asarray(images)), columns, gap=pad, margin=pad, fill=0)
 
 
 def png_bytes(picture):

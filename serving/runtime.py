@@ -12,7 +12,7 @@ from kvae_contract import artifacts
 from . import manifest as mf
 from .errors import ArtifactError, InputError, NotFoundError
 
-DTYPES = {artifacts.FP32: np.float32}  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
+DTYPES = artifacts.DTYPES  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
 ORT_TYPES = {artifacts.FP32: "tensor(float)"}
 LOG_2PI = math.log(2.0 * math.pi)
 

@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import shutil
 import subprocess
 import sys
 import time
@@ -14,6 +15,8 @@ from kvae_contract import errors
 REPO = pathlib.Path(__file__).resolve().parents[1]
 KVAE = [sys.executable, "-m", "kvae_cli"]
 HEAVY = {"tensorflow", "keras", "onnxruntime", "tf2onnx", "sklearn", "matplotlib", "kvae"}
+
+pytest_plugins = ["tests.serving_fixtures"]  # serving_artifacts: a real export, built once per session
 
 
 def _fastest(cmd, runs=3):
@@ -73,14 +76,36 @@ def test_training_output_is_quiet_unless_verbose(tmp_path):
 
 @pytest.mark.parametrize("argv, code, message", [
     (["train", "--latent-dim", "0"], errors.ConfigError.exit_code, "kvae train: error: Invalid training config: latent_dim"),
-    (["export", "/nonexistent-run", "--out", "/tmp/never"], errors.ExportError.exit_code,
+    # A path that is not what the command needs is a usage error, like a bad flag.
+    (["export", "/nonexistent-run", "--out", "/tmp/never"], errors.ConfigError.exit_code,
      "kvae export: error: /nonexistent-run is not a kvae run directory"),
-    (["generate", "/nonexistent-artifacts"], errors.ArtifactError.exit_code, "kvae generate: error:"),
+    (["generate", "/nonexistent-artifacts"], errors.ConfigError.exit_code, "kvae generate: error:"),
+    (["evaluate", "/nonexistent-run"], errors.ConfigError.exit_code, "kvae evaluate: error:"),
+    # The loss overflows at once: the message names the fix.
+    (["train", "--learning-rate", "1e30", "--train-limit", "200", "--epochs", "1", "--run-dir", "run",
+      "--latent-dim", "2", "--mlp-hidden-units", "16"], errors.TrainingDiverged.exit_code,
+     "kvae train: error: The loss became NaN/Inf in epoch 1"),
+    # A failed verification (VerificationError) cannot be provoked from the command line; test_export covers it.
 ])
 def test_errors_exit_with_their_kind_s_code_and_one_line(argv, code, message, tmp_path):
     out = subprocess.run(KVAE + argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == code, (out.returncode, out.stderr)
     assert message in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_a_corrupt_artifacts_folder_exits_with_artifact_error_s_code(serving_artifacts, tmp_path):
+    corrupt = tmp_path / "artifacts"
+    shutil.copytree(serving_artifacts, corrupt, ignore=shutil.ignore_patterns("saved_model"))  # serving reads ONNX
+    onnx = sorted(corrupt.rglob("*.onnx"))[0]
+    data = bytearray(onnx.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte: the sha256 in manifest.json no longer matches
+    onnx.write_bytes(bytes(data))
+    out = subprocess.run(KVAE + ["generate", str(corrupt), "--out", str(tmp_path / "x.png")], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == errors.ArtifactError.exit_code, (out.returncode, out.stderr)
+    assert out.stderr.startswith("kvae generate: error: ") and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "is corrupt" in out.stderr and "Re-export" in out.stderr, out.stderr
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_error_kinds_have_distinct_exit_codes_and_http_statuses():
@@ -94,3 +119,14 @@ def test_error_kinds_have_distinct_exit_codes_and_http_statuses():
 def test_main_returns_the_exit_code_in_process(tmp_path, capsys):
     assert main(["train", "--run-dir", str(tmp_path / "r"), "--latent-dim", "0"]) == errors.ConfigError.exit_code
     assert "kvae train: error:" in capsys.readouterr().err
+
+
+def test_usage_errors_exit_2_and_stay_their_other_kind(capsys):
+    usage = [errors.MissingPathError, errors.OutputExistsError, errors.MissingArtifactsError, errors.MissingDataError]
+    assert {k.exit_code for k in usage} == {errors.ConfigError.exit_code} == {2}
+    assert issubclass(errors.MissingPathError, FileNotFoundError) and issubclass(errors.OutputExistsError, errors.ExportError)
+    assert issubclass(errors.MissingArtifactsError, errors.ArtifactError)
+    assert issubclass(errors.MissingDataError, errors.DataError)
+    # The one wrapper: a kind's code for kvae's errors, 1 for a file that cannot be read.
+    assert errors.run_command("x", lambda _: open("/nonexistent/file"), None) == 1
+    assert capsys.readouterr().err.startswith("kvae x: error: [Errno 2]")

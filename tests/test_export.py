@@ -312,12 +312,13 @@ def test_bad_check_images(tiny_run, tmp_path):
 def _cli(argv):
     import argparse
 
+    from kvae_contract.errors import run_command
     from kvae_export.cli import add_parser
 
     parser = argparse.ArgumentParser(prog="kvae")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(args.command, args.func, args)  # what `kvae` does: the handler raises, this reports
 
 
 def test_cli_missing_run_dir(tmp_path, capsys):

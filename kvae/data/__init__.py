@@ -2,6 +2,9 @@
 
 from kvae.data.folders import load_image_folder
 from kvae.data.idx import DataError, read_idx
-from kvae.data.sources import Splits, check_images, from_arrays, load_dataset
+from kvae.data.sources import FASHION_MNIST_CLASSES, Splits, check_images, from_arrays, load_dataset
 
-__all__ = ["DataError", "Splits", "check_images", "from_arrays", "load_dataset", "load_image_folder", "read_idx"]
+__all__ = [
+    "DataError", "FASHION_MNIST_CLASSES", "Splits", "check_images", "from_arrays", "load_dataset", "load_image_folder",
+    "read_idx",
+]

@@ -13,17 +13,14 @@ import numpy as np
 
 from kvae.data.idx import DataError, read_idx
 from kvae_contract.errors import ConfigError
+from kvae_contract.idx import (
+    DATA_DIR_ENV, DEFAULT_DATA_DIR, IDX_FILES, VALIDATION_SIZE, resolve_data_dir,
+)
 
-DEFAULT_DATA_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist
-DATA_DIR_ENV = "KVAE_DATA_DIR"
-IDX_FILES = {
-    "train_images": "train-images-idx3-ubyte.gz",
-    "train_labels": "train-labels-idx1-ubyte.gz",
-    "test_images": "t10k-images-idx3-ubyte.gz",
-    "test_labels": "t10k-labels-idx1-ubyte.gz",
-}
 FOLDER_PREFIX = "folder:"  # load_dataset("folder:PATH") reads image files
-VALIDATION_SIZE = 10_000  # 50k train / 10k validation, as in the literature
+FASHION_MNIST_CLASSES = (  # the names of Fashion-MNIST's labels 0..9
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)
 FETCH_HINT = (
     "Get the four Fashion-MNIST IDX files with `apt-get install -y dataset-fashion-mnist` "
     f"(installs them in {DEFAULT_DATA_DIR}), or point --data-dir / {DATA_DIR_ENV} at a folder "
@@ -89,11 +86,6 @@ def from_arrays(x_train, x_test, y_train=None, y_test=None, validation_size=VALI
         raise DataError("Each label array must have one label per image.")
     n = len(x_train) - validation_size
     return Splits(x_train[:n], y_train[:n], x_train[n:], y_train[n:], x_test, y_test)
-
-
-def resolve_data_dir(data_dir=None):
-    """--data-dir, then $KVAE_DATA_DIR, then Debian's location."""
-    return data_dir or os.environ.get(DATA_DIR_ENV) or DEFAULT_DATA_DIR
 
 
 def read_fashion_mnist_dir(data_dir):
