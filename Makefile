@@ -36,7 +36,7 @@ demo: install data
 	@echo "Artifacts (SavedModel + ONNX + manifest.json): $(ART); serve them with: $(BIN)/kvae serve $(ART)"
 
 test: install data
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 # Speed benchmark (about 25 minutes): BENCHMARKS.md tables and benchmarks/results.json.
 bench: install data

@@ -59,9 +59,14 @@ def add_train_parser(sub):
     p.add_argument("--image-folder", metavar="PATH",
                    help="train on the images under PATH, one subfolder per class (= --dataset folder:PATH)")
     p.add_argument("--image-size", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"),
-                   help="resize every image (default: folders use their first image's size, others stay as stored)")
+                   help="resize every image (default: folders use the size of most images, with a warning if sizes "
+                        "differ; others stay as stored)")
     p.add_argument("--color-mode", choices=list(COLOR_MODES),
-                   help="convert every image (default: folders follow their first image, others stay as stored)")
+                   help="convert every image (default: folders use the mode of most images, with a warning if modes "
+                        "differ; others stay as stored)")
+    p.add_argument("--skip-bad-images", action=argparse.BooleanOptionalAction,
+                   help="image folders: leave unreadable files out with a warning that names them (default: an "
+                        "error that names them all, before training starts)")
     p.add_argument("--num-classes", type=int,
                    help="a conditional VAE on the dataset's labels 0..C-1 (encoder and decoder see the label)")
     p.add_argument("--dtype-policy", choices=list(DTYPE_POLICIES),

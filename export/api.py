@@ -141,10 +141,11 @@ def export_run(run_dir, out, force=False):
     raises MissingPathError, an OUT that exists without force OutputExistsError (both usage errors),
     damaged run files RunDirError, unreadable check images DataError.
     """
+    from kvae.rundir import RunDir  # the run directory's layout is RunDir's to spell
+
     run_dir = os.fspath(run_dir)
-    model_path = os.path.join(run_dir, "model.keras")
-    config_path = os.path.join(run_dir, "config.json")
-    metrics_path = os.path.join(run_dir, "test_metrics.json")
+    run = RunDir(run_dir)
+    model_path, config_path, metrics_path = run.model, run.config, run.test_metrics
     for path in (model_path, config_path):
         if not os.path.isfile(path):
             raise MissingPathError(
@@ -162,19 +163,22 @@ def export_run(run_dir, out, force=False):
     try:
         splits = load_dataset(
             config.get("dataset", "fashion_mnist"), config.get("data_dir"), config.get("image_size"),
-            config.get("color_mode"),
+            config.get("color_mode"), skip_bad_images=bool(config.get("skip_bad_images")),
         )
     except DataError as e:
         raise DataError(f"Cannot load the check images of {run_dir}: {e}") from e
     x = splits.x_test[:NUM_CHECK_IMAGES].astype(np.float32) / 255.0
     labels = splits.y_test[:NUM_CHECK_IMAGES] if config.get("num_classes") else None
+    from kvae.rundir import keras_file_problem
+
+    redo = f"Train the run again (`kvae train --run-dir {run_dir}`), or copy its last checkpoint to model.keras."
+    problem = keras_file_problem(model_path)  # Keras says "File not found" for a file that is there but no .keras
+    if problem:
+        raise RunDirError(f"{model_path} {problem}. {redo}")
     try:
         model = keras.saving.load_model(model_path, compile=False)  # no optimizer needed to export
     except Exception as e:  # a corrupt or foreign file: Keras raises ValueError, zipfile errors, ...
-        raise RunDirError(
-            f"Cannot load {model_path}: {e}. Train the run again (`kvae train --run-dir {run_dir}`), "
-            "or copy its last checkpoint to model.keras."
-        ) from e
+        raise RunDirError(f"Cannot load {model_path}: {e}. {redo}") from e
     return export_vae(
         model, out, check_images=x, check_labels=labels, force=force, training_config=config, test_metrics=metrics
     )

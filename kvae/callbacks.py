@@ -5,7 +5,7 @@ import os
 import keras
 import numpy as np
 
-from kvae.rundir import RunDir, atomic_copy, atomic_write
+from kvae.rundir import RunDir, atomic_copy, atomic_write, keras_file_problem
 from kvae_contract.errors import ConfigError, RunDirError
 
 
@@ -97,18 +97,26 @@ class EpochCheckpoint(keras.callbacks.Callback):
             model(example)
         if not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
-        path = self.saved["checkpoint_path"]
-        try:
-            model.load_weights(path)
-        except Exception as e:  # missing, truncated or another model's: Keras raises several types
-            raise RunDirError(
-                f"{path}, the checkpoint {self.run.state} resumes from, cannot be loaded ({type(e).__name__}: {e}). "
-                f"Delete {self.run.state} to train from the start, or use a new --run-dir."
-            ) from None
+        self.run.load_weights(
+            model, self.saved["checkpoint_path"], f"the checkpoint {self.run.state} resumes from", self.run.restart_hint()
+        )
+        if self.keep_best and self.best is not None:  # copied to model.keras and loaded after training: check it now
+            problem = keras_file_problem(self.run.best)
+            if problem:
+                raise RunDirError(
+                    f"{self.run.best}, the best epoch's model (keep_best; epoch {self.best['epoch']}), {problem}. "
+                    f"{self.run.restart_hint()}"
+                )
         noise = getattr(model, "sampling", None)
         if noise is not None and self.saved.get("noise_state") is not None:
             state = noise.seed_generator.state
-            state.assign(np.asarray(self.saved["noise_state"], dtype=state.dtype))
+            saved = self.saved["noise_state"]
+            if len(saved) != int(np.prod(state.shape)):
+                raise RunDirError(
+                    f"{self.run.state} is damaged: 'noise_state' has {len(saved)} values, the model's noise "
+                    f"state {tuple(state.shape)}. {self.run.restart_hint()}"
+                )
+            state.assign(np.asarray(saved, dtype=state.dtype).reshape(state.shape))
         return self.initial_epoch
 
     def on_epoch_end(self, epoch, logs=None):

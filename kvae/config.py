@@ -69,10 +69,14 @@ class TrainConfig:
     keep_best: bool = False  # model.keras holds the best-validation epoch's weights, not the last
     strategy: str = "default"  # tf.distribute: default, mirrored, multi-worker
     # Other data: dataset "folder:PATH" (images, one subfolder per class) or a tfds name.
-    image_size: list | None = None  # [height, width] to resize to; None: folders use their first image's size
-    color_mode: str | None = None  # folders: grayscale, rgb or rgba; None: from their first image
+    image_size: list | None = None  # [height, width] to resize to; None: folders use the size of most images
+    color_mode: str | None = None  # folders: grayscale, rgb or rgba; None: the mode (grey or colour) of most images
+    skip_bad_images: bool = False  # folders: leave unreadable image files out with a warning, instead of failing
     num_classes: int | None = None  # conditional VAE on the dataset's labels 0..C-1
     dtype_policy: str | None = None  # Keras dtype policy of the layers, e.g. mixed_bfloat16
+    # Written by train(), never typed: what the data turned out to be (image_size, color_mode, input_shape, image
+    # counts, skipped_files; kvae.data.sources.describe_data). Not compared when a run resumes.
+    resolved_data: dict | None = None
 
     def __post_init__(self):
         # JSON and argparse give lists; tuples would compare unequal to a saved config.
@@ -113,6 +117,8 @@ class TrainConfig:
             (self.color_mode in (None, *COLOR_MODES), f"color_mode must be one of {COLOR_MODES}"),
             (self.num_classes is None or self.num_classes >= 2, "num_classes must be >= 2"),
             (self.dtype_policy in (None, *DTYPE_POLICIES), f"dtype_policy must be one of {DTYPE_POLICIES}"),
+            (isinstance(self.skip_bad_images, bool), "skip_bad_images must be true or false"),
+            (self.resolved_data is None or isinstance(self.resolved_data, dict), "resolved_data must be a dict"),
         ]
         for ok, message in checks:
             if not ok:

@@ -18,8 +18,10 @@ kill at any moment leaves the old file or the new one, never half of one.
 """
 
 import json
+import numbers
 import os
 import shutil
+import zipfile
 
 from kvae_contract.errors import RunDirError
 
@@ -92,28 +94,51 @@ class RunDir:
     # === Reading and writing ===
 
     def read_state(self):
-        """The saved training state (dict with "checkpoint_path" added), or None if no epoch has completed."""
+        """The saved training state (dict with "checkpoint_path" added), or None if no epoch has completed.
+
+        state.json is checked key by key (RunDirError naming the file, the key and the fix),
+        so a damaged one stops a resume here instead of as a KeyError deep in training.
+        """
         if not os.path.exists(self.state):
             return None
-        state = self.read_json(self.state)
-        if not isinstance(state, dict) or not isinstance(state.get("checkpoint"), str):
-            raise RunDirError(
-                f"{self.state} names no checkpoint: the run directory is damaged. Delete {self.state} to train "
-                f"from the start, or use a new --run-dir."
-            )
+        state = self.read_json(self.state, fix=self.restart_hint())
+        problem = _state_problem(state)
+        if problem:
+            raise RunDirError(f"{self.state} is damaged: {problem}. {self.restart_hint()}")
         state["checkpoint_path"] = os.path.join(self.checkpoints, state["checkpoint"])
         return state
+
+    def restart_hint(self):
+        """The fix for a run whose saved progress is lost: start over, in place or elsewhere."""
+        return f"Delete {self.state} to train {self.path} from the start, or use a new --run-dir."
 
     def write_state(self, state):
         atomic_write(self.state, json.dumps(state, indent=1))
 
-    def read_json(self, path):
-        """The JSON value in `path`; RunDirError if it is not valid JSON (a damaged run file)."""
+    def read_json(self, path, fix=None):
+        """The JSON value in `path`; RunDirError naming the file (and `fix`, what to do) if it is not valid JSON."""
         try:
             with open(path) as f:
                 return json.load(f)
         except ValueError as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
-            raise RunDirError(f"{path} is not valid JSON ({e}): the run directory is damaged.") from None
+            raise RunDirError(
+                f"{path} is not valid JSON ({e}): the run directory is damaged. {fix or 'Use a new --run-dir.'}"
+            ) from None
+
+    def load_weights(self, model, path, what, fix):
+        """model.load_weights(path) for a .keras file of this run, or RunDirError naming it, `what` it is and `fix`.
+
+        A missing or non-zip file is named as such (Keras itself would say "File not found" for a file
+        that exists but is not a .keras archive); a zip that Keras refuses keeps Keras's reason.
+        """
+        problem = keras_file_problem(path)
+        if problem is None:
+            try:
+                model.load_weights(path)
+                return
+            except Exception as e:  # missing layers, another model's weights: Keras raises several types
+                problem = f"cannot be loaded ({type(e).__name__}: {e})"
+        raise RunDirError(f"{path}, {what}, {problem}. {fix}")
 
     def write_json(self, path, data):
         atomic_write(path, json.dumps(data, indent=2))
@@ -123,6 +148,59 @@ class RunDir:
         for name in os.listdir(self.checkpoints):
             if os.path.join(self.checkpoints, name) != path:
                 os.remove(os.path.join(self.checkpoints, name))
+
+
+def keras_file_problem(path):
+    """None if `path` looks like a .keras file (a zip archive), else what is wrong with it, in words."""
+    if not os.path.exists(path):
+        return "is missing"
+    if not os.path.isfile(path):
+        return "is not a file"
+    if not zipfile.is_zipfile(path):
+        return "is not a Keras model file (not a zip archive: truncated, or overwritten by something else)"
+    return None
+
+
+def _state_problem(state):
+    """What is wrong with a state.json value (as EpochCheckpoint writes it), or None.
+
+    Keys: epoch (int >= 1), checkpoint (a file name in checkpoints/), history (list of dicts),
+    best (None or {"epoch": int, "value": number}), stopped_early (bool), noise_state
+    (optional: None or a list of ints). Unknown keys are allowed (a newer kvae may add some).
+    """
+    if not isinstance(state, dict):
+        return f"it must hold a JSON object, not {type(state).__name__}"
+    missing = [k for k in ("epoch", "checkpoint") if k not in state]
+    if missing:
+        return f"it has no {' and no '.join(repr(k) for k in missing)} key (keys: {sorted(state)})"
+    epoch, checkpoint = state["epoch"], state["checkpoint"]
+    if not _is_int(epoch) or epoch < 1:
+        return f"'epoch' must be an int >= 1, not {epoch!r}"
+    if not isinstance(checkpoint, str) or not checkpoint or os.path.basename(checkpoint) != checkpoint \
+            or checkpoint in (".", ".."):
+        return f"'checkpoint' must be a file name in checkpoints/, not {checkpoint!r}"
+    history = state.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
+        return "'history' must be a list of objects (one per completed epoch)"
+    best = state.get("best")
+    if best is not None and not (
+        isinstance(best, dict) and _is_int(best.get("epoch")) and _is_number(best.get("value"))
+    ):
+        return f"'best' must be null or {{\"epoch\": int, \"value\": number}}, not {best!r}"
+    if not isinstance(state.get("stopped_early", False), bool):
+        return f"'stopped_early' must be true or false, not {state['stopped_early']!r}"
+    noise = state.get("noise_state")
+    if noise is not None and not (isinstance(noise, list) and all(_is_int(v) for v in noise)):
+        return f"'noise_state' must be null or a list of ints, not {noise!r}"
+    return None
+
+
+def _is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v):
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
 def atomic_write(path, text):

@@ -4,7 +4,7 @@ import json
 import os
 
 from kvae.config import TrainConfig
-from kvae.rundir import RunDir
+from kvae.rundir import RunDir, keras_file_problem
 from kvae_contract.errors import MissingPathError, RunDirError
 
 EVALUATION_FILE = RunDir.EVALUATION  # kept for callers of kvae.runs.EVALUATION_FILE
@@ -27,6 +27,11 @@ def load_run(run_dir):
                 f"(train it with `kvae train --run-dir {run_dir}`)."
             )
     config = TrainConfig.load(config_path)
+    problem = keras_file_problem(model_path)  # Keras says "File not found" for a file that is there but no .keras
+    if problem:
+        raise RunDirError(
+            f"{model_path} {problem}. Copy a checkpoint from {run.checkpoints} to it, or train the run again."
+        )
     try:
         model = keras.saving.load_model(model_path)
     except Exception as e:  # a damaged or foreign file: Keras raises ValueError, zipfile errors, ...
@@ -43,7 +48,8 @@ def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1)
     from kvae.evaluate import evaluate
 
     config, model = load_run(run_dir)
-    splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
+    splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode,
+                          skip_bad_images=config.skip_bad_images)
     _, x = protocol.evaluation_views(splits.x_val, splits.x_test, config.binarize)  # drawn whole, then cut
     result = evaluate(model, x[:limit], splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
     result["test_draw"] = protocol.draw_name(config.binarize)
@@ -75,7 +81,8 @@ def plot_run(run_dir):
     from kvae.data import load_dataset
 
     config, model = load_run(run_dir)
-    splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
+    splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode,
+                          skip_bad_images=config.skip_bad_images)
     state = load_state(run_dir)
     rows = state["history"] if state else []
     return figures.write_all(

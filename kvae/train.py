@@ -10,6 +10,7 @@ from kvae import architectures, figures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN
 from kvae.config import TrainConfig
 from kvae.data import load_dataset
+from kvae.data.sources import describe_data
 from kvae.data import pipeline
 from kvae.distribute import is_chief, is_multi_worker, make_strategy, scalar_logs_callback
 from kvae.optimizers import FusedAdam
@@ -120,12 +121,16 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
     strategy = strategy or make_strategy(config.strategy)
     chief = is_chief()
     run = RunDir(config.run_dir)
-    os.makedirs(run.path, exist_ok=True)
-    if chief:
-        _check_or_write_config(config)
+    # Nothing is written to the run directory until the data, the config and the saved state (if any) have been
+    # accepted: a failed start (a typo in --image-folder) leaves no config.json that would refuse the corrected command.
     if splits is None:
-        splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode)
+        splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode,
+                              skip_bad_images=config.skip_bad_images)
+    # config.json records the image size and colour mode the data turned out to have (not compared on resume).
+    config = dataclasses.replace(config, resolved_data=describe_data(splits))
     x_train, x_val, x_test = model_inputs(config, splits)
+    if chief:
+        _check_config(config)  # an existing run's config.json: read only
 
     checkpoint = EpochCheckpoint(
         run, monitor=monitored_bound(config), keep_best=config.keep_best, patience=config.early_stopping_patience
@@ -137,24 +142,31 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
             init_pseudo_inputs(model, x_train, config.seed)
         model.compile(
             optimizer=optimizer or FusedAdam(learning_rate(config, len(x_train))),  # Adam's math, fewer passes
-            # 20 steps per tf.function call: 1.31x samples/s on the MLP (BENCHMARKS.md, tuning notes);
-            # one step under several replicas, where Keras 3's multi-step loop fails multi-worker.
-            steps_per_execution=20 if strategy.num_replicas_in_sync == 1 else 1,
+            steps_per_execution=steps_per_execution(
+                pipeline.batches_per_epoch(len(x_train), config.batch_size) if train_data is None else None,
+                strategy.num_replicas_in_sync,
+            ),
         )
         example = next(iter(pipeline.eval_dataset(x_val, 2)))  # builds the model before weights are loaded into it
         done = checkpoint.resume(model, example)  # the last checkpoint's weights and optimizer state, if any
     finished = done >= config.epochs or checkpoint.stopped_early
     if finished and chief and os.path.exists(run.test_metrics):
-        # A finished run is left as it is: check that its model loads, and report what it measured.
-        try:
-            model.load_weights(run.model)
-        except Exception as e:  # Keras raises several types for a damaged file
-            raise RunDirError(
-                f"{run.model} cannot be read ({type(e).__name__}: {e}). The run finished, so its last checkpoint "
-                f"is in {run.checkpoints}: copy it to {run.model}, or delete {run.path} and train again."
-            ) from None
+        # A finished run is left as it is (nothing is written): check that its model loads, report what it measured.
+        source = run.best if config.keep_best and checkpoint.best is not None else checkpoint.saved["checkpoint_path"]
+        run.load_weights(
+            model, run.model, "the finished run's model",
+            f"Copy {source} (the {'best' if source == run.best else 'last'} epoch's model) to {run.model}, "
+            f"or delete {run.path} and train again.",
+        )
+        metrics = run.read_json(
+            run.test_metrics, fix=f"Delete {run.test_metrics} and run the same command to evaluate the run again."
+        )
         print(f"{config.run_dir} finished after epoch {done}; nothing to do.")
-        return TrainResult(model, checkpoint.rows, run.read_json(run.test_metrics), done)
+        return TrainResult(model, checkpoint.rows, metrics, done)
+    # Everything has been accepted: only now is the run directory created and config.json written.
+    os.makedirs(run.path, exist_ok=True)
+    if chief:
+        _write_config(config)
     if done:
         print(f"Resuming {config.run_dir} after epoch {done} of {config.epochs}.")
     if chief:
@@ -196,7 +208,8 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
         )
 
     if config.keep_best and checkpoint.best is not None:
-        model.load_weights(run.model)  # evaluate (and draw) the best-validation weights, which model.keras holds
+        # Evaluate (and draw) the best-validation weights, which model.keras holds.
+        run.load_weights(model, run.model, "the best epoch's model", f"Copy {run.best} to {run.model} and run again.")
     model.kl_weight.assign(config.beta)
     test_metrics = evaluate_elbo(model, x_test, config.batch_size)  # collective: every worker runs it
     if not chief:
@@ -205,6 +218,21 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
     figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, run.path, config.seed, config.dataset,
                       splits.class_names)
     return TrainResult(model, checkpoint.rows, test_metrics, done)
+
+
+def steps_per_execution(steps_per_epoch, replicas=1, most=20):
+    """Training steps per tf.function call: up to `most` (1.31x samples/s at 20 on the MLP, BENCHMARKS.md).
+
+    kvae's epoch-indexed batches keep one iterator across epochs, and Keras
+    runs whole executions, so the count must divide the steps of an epoch,
+    or an execution would run into the next epoch's batches. One step under
+    several replicas, where Keras 3's multi-step loop fails multi-worker.
+    """
+    if replicas > 1:
+        return 1
+    if steps_per_epoch is None:  # a dataset of the caller's: Keras stops an execution at its end
+        return most
+    return max(d for d in range(1, most + 1) if steps_per_epoch % d == 0)
 
 
 def describe_devices(strategy):
@@ -241,16 +269,40 @@ def _shard_by_data(dataset):
     return dataset.with_options(options)
 
 
-def _check_or_write_config(config):
+#: Settings that may change between the runs of one run directory: more epochs, another strategy, and where the
+#: directory is (a relative or absolute --run-dir, or a copied or moved run, is the same run).
+RESUMABLE_CHANGES = ("epochs", "strategy", "run_dir", "resolved_data")  # resolved_data: written by train()
+
+
+def _check_config(config):
+    """Refuses a config that differs from the one saved in an existing run directory (reads only)."""
     path = RunDir(config.run_dir).config
-    if os.path.exists(path):
+    if not os.path.exists(path):
+        return
+    try:
         old = TrainConfig.load(path).to_dict()
-        new = config.to_dict()
-        # More epochs, or another strategy, may resume a run; anything else is another run.
-        changed = {k: (old.get(k), new[k]) for k in new if k not in ("epochs", "strategy") and old.get(k) != new[k]}
-        if changed:
-            raise ConfigError(
-                f"{config.run_dir} holds a run with a different config {changed} (saved, requested). "
-                "Use a new --run-dir, or the saved settings to resume it."
-            )
-    config.save(path)
+    except ConfigError as e:  # valid JSON with invalid settings: a damaged file, not the user's flags
+        raise RunDirError(
+            f"{path} does not hold a valid training config ({e}). Restore it, or use a new --run-dir."
+        ) from None
+    new = config.to_dict()
+    changed = {k: (old.get(k), new[k]) for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]}
+    if changed:
+        raise ConfigError(
+            f"{config.run_dir} holds a run with a different config {changed} (saved, requested). "
+            "Use a new --run-dir, or the saved settings to resume it."
+        )
+
+
+def _check_or_write_config(config):
+    """_check_config, then config.json written (train() writes it only once the data and the state are accepted)."""
+    _check_config(config)
+    os.makedirs(config.run_dir, exist_ok=True)
+    _write_config(config)
+
+
+def _write_config(config):
+    """config.json, replaced atomically (a kill leaves the old file or the new one)."""
+    path = RunDir(config.run_dir).config
+    config.save(path + ".tmp")
+    os.replace(path + ".tmp", path)

@@ -65,7 +65,8 @@ def serve(args):
     from .runtime import Runtime
     from .server import serve as run_server
 
-    runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads)
+    # The server's limit is the runtime's too, so that /v2 inference and /v1 requests stop at the same size.
+    runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads, max_batch_size=args.max_batch_size)
     run_server(
         runtime,
         args.host,

@@ -106,7 +106,7 @@ def _input(t, spec, binary, max_batch_size):
         raise InputError(f"input {name!r} has no 'data' (nor parameters.binary_data_size).")
     try:
         # Flat or nested lists; only the element count has to match `shape`.
-        data = np.asarray(t["data"])
+        data = json_numbers(t["data"])
     except (ValueError, TypeError, RecursionError):
         raise InputError(f"input {name!r}: 'data' is ragged or not a list of numbers.") from None
     if data.dtype.kind not in "iuf":
@@ -154,6 +154,26 @@ def encode_response(model_name, version, request_id, results, binary, datatypes)
     if not chunks:
         return header, {"Content-Type": JSON_TYPE}
     return header + b"".join(chunks), {"Content-Type": BINARY_TYPE, HEADER_LENGTH: str(len(header))}
+
+
+def json_numbers(value):
+    """A JSON number or (nested) list of numbers -> a NumPy array; ValueError if ragged.
+
+    JSON ints beyond int64 (which NumPy would hold as Python objects) become float64, and those beyond
+    float64 too become +-inf, so that a value too large for the tensor is reported as such. Anything that
+    is not a number (strings, booleans, nulls) leaves the array of dtype object, for the caller to refuse.
+    """
+    data = np.asarray(value)
+    if data.dtype == object and all(type(v) in (int, float) for v in data.flat):  # type(): True is no number here
+        data = np.array([_float(v) for v in data.flat], np.float64).reshape(data.shape)
+    return data
+
+
+def _float(v):
+    try:
+        return float(v)
+    except OverflowError:  # an int beyond float64
+        return math.inf if v > 0 else -math.inf
 
 
 def json_object(data):

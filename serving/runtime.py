@@ -15,6 +15,11 @@ from .errors import ArtifactError, InputError, NotFoundError
 DTYPES = artifacts.DTYPES  # Open Inference Protocol datatype -> NumPy; the contract uses FP32 only
 ORT_TYPES = {artifacts.FP32: "tensor(float)"}
 LOG_2PI = math.log(2.0 * math.pi)
+# Limits on what a caller may ask for (InputError beyond them, naming the argument):
+MAX_BATCH_SIZE = 65536  # rows per call by default: 65536 28x28 images are 205 MB of float32 out
+MAX_TEMPERATURE = 1000.0  # scales the prior's noise (1: the prior itself); keeps temperature * eps far inside float32
+MAX_SEED = 2**63 - 1  # NumPy takes any int >= 0; this one fits an int64 (JSON clients, X-Seed, Triton)
+PIXEL_RANGE = (0.0, 1.0)  # what the encoder was trained on: uint8 / 255 (ARTIFACTS.md, value_range)
 
 
 class Runtime:
@@ -26,9 +31,13 @@ class Runtime:
             answering several requests at once does not oversubscribe the cores.
         allow_spinning: let idle threads spin. Off by default: a spinning pool
             burns CPU between requests, which a server should not.
+        max_batch_size: the most rows one call takes (and `sample` draws); more is an
+            InputError that says so, instead of an out-of-memory failure inside onnxruntime.
+            `kvae serve --max-batch-size` passes its limit through.
     """
 
-    def __init__(self, artifacts_dir, intra_op_num_threads=2, allow_spinning=False):
+    def __init__(self, artifacts_dir, intra_op_num_threads=2, allow_spinning=False, max_batch_size=MAX_BATCH_SIZE):
+        self.max_batch_size = _positive_int(max_batch_size, "max_batch_size")
         self.artifacts_dir = os.fspath(artifacts_dir)
         self.manifest = mf.load(self.artifacts_dir)
         self.latent_dim = self.manifest["latent_dim"]
@@ -108,6 +117,12 @@ class Runtime:
             raise InputError(
                 f"{model} input {name!r} received an empty batch (shape {list(a.shape)}); send at least one item."
             )
+        if a.shape[0] > self.max_batch_size:
+            raise InputError(
+                f"{model} input {name!r}: batch size {a.shape[0]} is over this runtime's max_batch_size of "
+                f"{self.max_batch_size}; send smaller batches, or raise Runtime(..., max_batch_size=...) "
+                f"(kvae serve --max-batch-size). Received: batch size {a.shape[0]}"
+            )
         with np.errstate(over="ignore"):  # float64 beyond float32's range becomes inf, caught below
             a = np.ascontiguousarray(a, dtype=DTYPES[spec["datatype"]])
         if not np.isfinite(a).all():
@@ -137,9 +152,22 @@ class Runtime:
 
     def encode(self, x, labels=None):
         """x (n, *input_shape) float pixels in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
+        x = self.check_pixels(x)
         inputs = self._with_labels({mf.X: x}, labels, np.shape(x)[:1])
         out = self.run(mf.ENCODER, inputs, [mf.Z_MEAN, mf.Z_LOG_VAR])
         return out[mf.Z_MEAN], out[mf.Z_LOG_VAR]
+
+    def check_pixels(self, x, what="x"):
+        """`x` as the encoder's float32 input (check_input), with every pixel finite and in [0, 1], or InputError."""
+        x = self.check_input(mf.ENCODER, mf.X, x)
+        low, high = PIXEL_RANGE
+        x_min, x_max = float(x.min()), float(x.max())
+        if x_min < low or x_max > high:
+            raise InputError(
+                f"`{what}` pixels must be in [{low:g}, {high:g}] (float images: uint8 values / 255). "
+                f"Received: {what} with values from {x_min:g} to {x_max:g}"
+            )
+        return x
 
     def decode(self, z, labels=None):
         """z (n, latent_dim) -> x_mean (n, *input_shape), the mean of p(x|z[, y])."""
@@ -184,7 +212,7 @@ class Runtime:
         N(0, I) prior: z = temperature * eps. VampPrior: the prior model maps
         (temperature * eps, one-hot component) to z = mu_c + exp(log_var_c / 2) * temperature * eps.
         """
-        n, seed, temperature = _check_sampling(n, seed, temperature)
+        n, seed, temperature = _check_sampling(n, seed, temperature, self.max_batch_size)
         eps, component = artifacts.draw_prior_noise(n, self.latent_dim, seed, self.num_components)
         if self.prior == mf.NORMAL:
             return temperature * eps
@@ -226,7 +254,7 @@ class Runtime:
         x_a, x_b: one image each, shaped input_shape or (1, *input_shape). The ends are included.
         Conditional models: `labels` are the two images' classes; the one-hot label moves along the line too.
         """
-        steps = _positive_int(steps, "steps")
+        steps = _int(steps, "steps", 1, maximum=self.max_batch_size, why=" (the runtime's max_batch_size)")
         if steps < 2:
             raise InputError(f"`steps` must be >= 2 to include both ends, received {steps}.")
         pair = [np.asarray(x) for x in (x_a, x_b)]
@@ -243,16 +271,17 @@ class Runtime:
         return self.decode((1 - t) * z_a + t * z_b, None if y is None else (1 - t) * y[0] + t * y[1])
 
 
-def _int(v, what, minimum, kind="an int", why=""):
-    """`v` as a Python int >= minimum (bools refused), or InputError naming `what`."""
+def _int(v, what, minimum, kind="an int", why="", maximum=None):
+    """`v` as a Python int in [minimum, maximum] (bools refused), or InputError naming `what`."""
     try:
         if isinstance(v, (bool, np.bool_)):
             raise TypeError
         v = operator.index(v)
     except TypeError:
-        raise InputError(f"`{what}` must be {kind}, received {v!r}.") from None
-    if v < minimum:
-        raise InputError(f"`{what}` must be >= {minimum}{why}, received {v}.")
+        raise InputError(f"`{what}` must be {kind}, received {_short(v)}.") from None
+    if v < minimum or (maximum is not None and v > maximum):
+        bounds = f">= {minimum}" if maximum is None else f">= {minimum} and <= {maximum}"
+        raise InputError(f"`{what}` must be {bounds}{why}. Received: {what}={_short(v)}")
     return v
 
 
@@ -260,12 +289,27 @@ def _positive_int(v, what):
     return _int(v, what, 1)
 
 
-def _check_sampling(n, seed, temperature):
-    n = _positive_int(n, "n")
+def _short(v, limit=40):
+    """repr(v), cut to `limit` characters (a 400-digit int stays readable in an error)."""
+    text = repr(v)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _check_sampling(n, seed, temperature, max_batch_size=MAX_BATCH_SIZE):
+    """(n, seed, temperature) after range checks; each failure an InputError naming the argument and its value."""
+    n = _int(n, "n", 1, maximum=max_batch_size, why=" (images per call; the runtime's max_batch_size)")
     if seed is not None:
-        seed = _int(seed, "seed", 0, kind="an int >= 0 or None", why=" (NumPy's seeding rule)")
+        seed = _int(seed, "seed", 0, kind="an int >= 0 or None", why=" (NumPy's seeding rule, within int64)",
+                    maximum=MAX_SEED)
     if isinstance(temperature, (bool, np.bool_)) or not isinstance(temperature, (int, float, np.integer, np.floating)):
-        raise InputError(f"`temperature` must be a number, received {temperature!r}.")
-    if not (math.isfinite(temperature) and temperature >= 0):
-        raise InputError(f"`temperature` must be finite and >= 0, received {temperature}.")
+        raise InputError(f"`temperature` must be a number, received {_short(temperature)}.")
+    try:
+        value = float(temperature)
+    except OverflowError:  # an int beyond float's range (10**400): math.isfinite itself would raise
+        value = math.inf
+    if not (math.isfinite(value) and 0 <= value <= MAX_TEMPERATURE):
+        raise InputError(
+            f"`temperature` must be finite and in [0, {MAX_TEMPERATURE:g}] (it scales the prior's noise; 1 samples "
+            f"the prior itself). Received: temperature={_short(temperature)}"
+        )
     return n, seed, temperature

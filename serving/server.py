@@ -188,7 +188,7 @@ class App:
         if value is None:
             raise InputError(f"send {{'images': [...]}}: a list of images shaped {list(shape)}, pixels in [0, 1].")
         try:
-            x = np.asarray(value)
+            x = protocol.json_numbers(value)
         except (ValueError, TypeError, RecursionError):
             raise InputError("'images' is ragged or not a nested list of numbers.") from None
         if x.dtype.kind not in "iuf":
@@ -202,7 +202,10 @@ class App:
                 f"'images' must be shaped [n, {', '.join(map(str, shape))}] with n >= 1, received {list(x.shape)}."
             )
         if not ((x >= 0) & (x <= 1)).all():  # False for NaN too
-            raise InputError("pixels must be numbers in [0, 1] (divide 8-bit values by 255).")
+            received = "NaN or Inf" if not np.isfinite(x).all() else f"values from {x.min():.6g} to {x.max():.6g}"
+            raise InputError(
+                f"'images': pixels must be numbers in [0, 1] (divide 8-bit values by 255); received {received}."
+            )
         return x.astype(np.float32)
 
     def _images(self, x, headers, fmt, extra):

@@ -49,10 +49,13 @@ with strategy.scope():
     model = VAE(encoder, decoder, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.05))
 
+initial = {f"i{i}": w for i, w in enumerate(model.get_weights())}
+trainable = np.array([v.trainable for v in model.weights])  # get_weights() lists model.weights
 ds = tf.data.Dataset.from_tensor_slices(x).batch(BATCH)
 options = tf.data.Options()
 options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
 history = model.fit(ds.with_options(options), epochs=1, verbose=0).history
 weights = {f"w{i}": w for i, w in enumerate(model.get_weights())}
-np.savez(out, loss=history["loss"][0], reconstruction_loss=history["reconstruction_loss"][0], kl_loss=history["kl_loss"][0], **weights)
+np.savez(out, loss=history["loss"][0], reconstruction_loss=history["reconstruction_loss"][0], kl_loss=history["kl_loss"][0],
+         trainable=trainable, **weights, **initial)
 print("replicas", strategy.num_replicas_in_sync)

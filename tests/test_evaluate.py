@@ -75,10 +75,28 @@ def test_evaluation_repeats_with_its_seed_and_reports_everything(tiny_run, split
     assert a["nll"] <= a["negative_elbo"] + 1.0  # the IWAE bound is tighter (up to noise)
     assert a["bits_per_dim"] == pytest.approx(a["nll"] / (784 * math.log(2)))
     assert len(a["kl_per_dim"]) == 8 and sum(a["kl_per_dim"]) == pytest.approx(a["kl_loss"], rel=1e-5)
-    assert 0 <= a["active_units"] <= 8
+    # Active units, recomputed from the encoder's means: Cov_x(E_q[z_d]) above 0.01 (Burda et al., 2015).
+    z_mean = keras.ops.convert_to_numpy(result.model.encoder(x)[0]).astype(np.float64)
+    activity = z_mean.var(axis=0)
+    np.testing.assert_allclose(a["activity_per_dim"], activity, rtol=1e-4, atol=1e-7)
+    assert a["active_units"] == int((activity > 0.01).sum())
+    assert np.abs(activity - 0.01).min() > 1e-4  # no dimension so near the threshold that rounding decides
     assert "NLL (IWAE, k=20)" in format_table(a)
     with pytest.raises(ValueError, match="Received: k=0"):
         evaluate(result.model, x, k=0)
+
+
+def test_active_units_are_the_latents_whose_mean_varies_over_the_images_by_more_than_a_hundredth():
+    """Two latents, their means' variances over x set to 0.05 and 0.002: one active unit (threshold 0.01)."""
+    model, x, _ = _linear_gaussian_vae(exact_posterior=True)
+    layer = model.encoder.get_layer("z_mean")
+    kernel, bias = layer.get_weights()
+    z_mean = x.astype(np.float64) @ kernel + bias
+    kernel = kernel * np.sqrt(np.array([0.05, 0.002]) / z_mean.var(axis=0)).astype(np.float32)
+    layer.set_weights([kernel, bias])
+    result = evaluate(model, x, k=1, verbose=0)
+    assert result["activity_per_dim"] == pytest.approx([0.05, 0.002], rel=1e-3)
+    assert result["active_units"] == 1
 
 
 def test_cli_evaluate_and_plot_write_their_files(tiny_run, capsys):

@@ -138,9 +138,11 @@ def test_rgb_arrays_train_and_export_in_python(splits, tmp_path):
     assert result.manifest["models"]["encoder"]["inputs"][0]["shape"] == [-1, 28, 28, 3]
 
 
-def test_tfds_cifar10_and_celeba_load_with_their_channels(tmp_path):
+def test_tfds_cifar10_and_celeba_load_with_their_channels(tmp_path, monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
-    # mock_data generates random examples from each dataset's feature spec, offline.
+    # mock_data generates random examples from each dataset's feature spec, offline; its download_and_prepare does
+    # nothing, so kvae may call it without first asking the (unreachable) download host.
+    monkeypatch.setenv("KVAE_TFDS_DOWNLOAD", "1")
     with tfds.testing.mock_data(num_examples=12, data_dir=str(tmp_path)):
         cifar = load_dataset("cifar10")
         assert cifar.input_shape == (32, 32, 3) and cifar.x_train.dtype == np.uint8

@@ -3,13 +3,17 @@ and a subprocess proving that serving never imports tensorflow, keras or kvae.""
 
 import json
 import os
+import selectors
 import shutil
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from kvae_serving import images
@@ -121,6 +125,74 @@ def test_input_errors_say_expected_and_received(serving_runtime, call, message):
     with pytest.raises(InputError) as info:
         call(serving_runtime)
     assert message in str(info.value)
+
+
+# Generated arrays of the right shape holding NaN, Inf and values beyond float32's range
+
+SPECIAL = [float("nan"), float("inf"), -float("inf"), 3.4e38, -3.4e38, 3.5e38, 1e39, -1e300, 1e308, 5e-324]
+VALUES = st.floats(width=32) | st.floats() | st.sampled_from(SPECIAL) | st.floats(-3, 3)
+
+
+def _as_float32(values):
+    """What the runtime should feed the model: the values rounded to float32 (beyond its range: +-inf)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, np.float64).astype(np.float32)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(VALUES, min_size=16, max_size=16), dtype=st.sampled_from([np.float64, np.float32]))
+def test_fuzz_decoder_input_values(serving_runtime, values, dtype):
+    with np.errstate(over="ignore"):
+        z = np.asarray(values, np.float64).astype(dtype).reshape(2, 8)
+    fed = _as_float32(z)
+    if not np.isfinite(fed).all():
+        for call in (lambda: serving_runtime.decode(z), lambda: serving_runtime.run("decoder", {"z": z}),
+                     lambda: serving_runtime.log_prior(z)):
+            with pytest.raises(InputError) as info:
+                call()
+            assert "input 'z' contains NaN or Inf" in str(info.value)
+        return
+    # Finite in float32: the model runs on exactly those values, whatever it makes of them.
+    out = serving_runtime.run("decoder", {"z": z})
+    expected = serving_runtime.sessions["decoder"].run(list(out), {"z": fed})
+    for got, want in zip(out.values(), expected, strict=True):
+        np.testing.assert_array_equal(got, want)
+    assert serving_runtime.decode(z).shape == (2, 28, 28, 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(changes=st.dictionaries(st.integers(0, 2 * 784 - 1), VALUES, min_size=1, max_size=4))
+def test_fuzz_encoder_pixels(serving_runtime, changes):
+    x = np.full(2 * 784, 0.5)
+    for i, v in changes.items():
+        x[i] = v
+    x = x.reshape(2, 28, 28, 1)
+    fed = _as_float32(x)
+    calls = [lambda: serving_runtime.run("encoder", {"x": x}), lambda: serving_runtime.encode(x),
+             lambda: serving_runtime.reconstruct(x)]
+    if not np.isfinite(fed).all():
+        for call in calls:
+            with pytest.raises(InputError) as info:
+                call()
+            assert "input 'x' contains NaN or Inf" in str(info.value)
+        return
+    want = serving_runtime.sessions["encoder"].run(["z_mean", "z_log_var"], {"x": fed})
+    got = serving_runtime.run("encoder", {"x": x})  # the generic entry point: any finite float32
+    np.testing.assert_array_equal(got["z_mean"], want[0])
+    np.testing.assert_array_equal(got["z_log_var"], want[1])
+    if ((x >= 0) & (x <= 1)).all():
+        z_mean, z_log_var = serving_runtime.encode(x)
+        np.testing.assert_array_equal(z_mean, want[0])
+        np.testing.assert_array_equal(z_log_var, want[1])
+        return
+    try:  # images with pixels outside [0, 1]: refused, naming x and the range, or encoded as they are
+        z_mean = serving_runtime.encode(x)[0]
+    except InputError as e:
+        assert "x" in str(e) and "[0, 1]" in str(e), str(e)
+        with pytest.raises(InputError):
+            serving_runtime.reconstruct(x)
+    else:
+        np.testing.assert_array_equal(z_mean, want[0])
 
 
 def _copy(serving_artifacts, tmp_path):
@@ -248,6 +320,37 @@ def _blocked_python(code, *args, **kwargs):
     return subprocess.Popen([sys.executable, "-c", BLOCKER + textwrap.dedent(code), *args], cwd=REPO, env=env, **kwargs)
 
 
+def _finish(process, timeout):
+    """Waits at most `timeout` s for the process (killing it after that) -> (exit code, its stderr as text)."""
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()  # this process only, by its own handle
+        process.wait()
+    err = process.stderr.read() if process.stderr else b""
+    return process.returncode, err.decode(errors="replace") if isinstance(err, bytes) else err
+
+
+def _read_line(stream, timeout):
+    """One line from a child's binary pipe within `timeout` s, or b"" (EOF, or nothing by then); never blocks longer.
+
+    Reads the raw file descriptor through a selector (a buffered readline() could wait forever).
+    """
+    deadline = time.monotonic() + timeout
+    data = b""
+    with selectors.DefaultSelector() as selector:
+        selector.register(stream.fileno(), selectors.EVENT_READ)
+        while b"\n" not in data:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return data
+            chunk = os.read(stream.fileno(), 4096)
+            if not chunk:
+                return data
+            data += chunk
+    return data.split(b"\n", 1)[0] + b"\n"
+
+
 def test_serving_never_imports_tensorflow_keras_or_kvae(serving_artifacts, serving_runtime, tmp_path):
     # The runtime, and `python -m kvae_serving generate`, under the import blocker.
     code = """
@@ -267,7 +370,8 @@ def test_serving_never_imports_tensorflow_keras_or_kvae(serving_artifacts, servi
     process = _blocked_python(
         code, str(serving_artifacts), str(tmp_path / "s.npy"), str(tmp_path / "s.png"), stderr=subprocess.PIPE
     )
-    assert process.wait(120) == 0, process.stderr.read().decode()
+    rc, err = _finish(process, 120)
+    assert rc == 0, err
     np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), serving_runtime.sample(4, seed=2))
     assert (tmp_path / "s.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -281,10 +385,13 @@ def test_python_m_serving_serves_under_the_import_blocker(serving_artifacts, ser
         runpy.run_module("kvae_serving", run_name="__main__", alter_sys=True)
     """
     args = (str(serving_artifacts), "--host", "127.0.0.1", "--port", "0", "--quiet", "--max-batch-size", "4")
-    process = _blocked_python(code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = _blocked_python(code, *args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        line = process.stdout.readline()  # "kvae serving ARTIFACTS on http://127.0.0.1:PORT (models: ...)"
-        assert " on http://127.0.0.1:" in line, line + process.stderr.read()
+        wait = 120
+        line = _read_line(process.stdout, wait).decode()  # "kvae serving ARTIFACTS on http://127.0.0.1:PORT (models: ...)"
+        if " on http://127.0.0.1:" not in line:
+            _, err = _finish(process, 0)  # killed first, so that reading its stderr cannot block
+            pytest.fail(f"no 'kvae serving ... on http://...' line within {wait} s; stdout {line!r}, stderr:\n{err}")
         url = line.split(" on http://")[1].split()[0]
         client = triton.InferenceServerClient(url=url)
         assert client.is_server_live() and client.is_model_ready("decoder")
@@ -300,8 +407,10 @@ def test_python_m_serving_serves_under_the_import_blocker(serving_artifacts, ser
             client.infer("decoder", [tensor])
         client.close()
     finally:
-        process.terminate()  # SIGTERM: a clean exit
-        assert process.wait(30) == 0, process.stderr.read()
+        if process.poll() is None:
+            process.terminate()  # SIGTERM: a clean exit
+        rc, err = _finish(process, 30)
+    assert rc == 0, err
 
 
 # The learned prior (VampPrior artifacts: the prior and log_prior models)
@@ -407,7 +516,8 @@ def test_vamp_sampling_under_the_import_blocker(vamp_artifacts, vamp_runtime, tm
     """
     files = [str(tmp_path / "s.npy"), str(tmp_path / "l.npy")]
     process = _blocked_python(code, str(vamp_artifacts), *files, stderr=subprocess.PIPE)
-    assert process.wait(120) == 0, process.stderr.read().decode()
+    rc, err = _finish(process, 120)
+    assert rc == 0, err
     np.testing.assert_array_equal(np.load(files[0]), vamp_runtime.sample(4, seed=2))
     np.testing.assert_array_equal(np.load(files[1]), vamp_runtime.log_prior(vamp_runtime.sample_z(4, seed=2)))
 

@@ -1,0 +1,72 @@
+"""A run killed at any point and resumed is the run that was never killed: same history, weights and test metrics."""
+
+import json
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+
+from kvae.callbacks import load_state
+from kvae.train import steps_per_execution
+
+ARGS = ["--train-limit", "700", "--epochs", "3", "--latent-dim", "4", "--mlp-hidden-units", "32", "--seed", "3"]
+
+
+def _train(run_dir, timeout=300):
+    return subprocess.Popen([sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), *ARGS],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(process, timeout=300):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return out
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("resume") / "whole"
+    _finish(_train(run_dir))
+    return run_dir
+
+
+def _same_run(a, b):
+    assert load_state(a)["history"] == load_state(b)["history"]  # every logged number, exactly
+    assert json.loads((a / "test_metrics.json").read_text()) == json.loads((b / "test_metrics.json").read_text())
+    for wa, wb in zip(keras.saving.load_model(a / "model.keras").get_weights(),
+                      keras.saving.load_model(b / "model.keras").get_weights()):
+        np.testing.assert_array_equal(wa, wb)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.4], ids=["after-a-checkpoint", "mid-epoch"])
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_run(uninterrupted, tmp_path, delay):
+    run_dir = tmp_path / "killed"
+    process = _train(run_dir)
+    deadline = time.time() + 240
+    while (load_state(run_dir) or {}).get("epoch", 0) < 1 and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    time.sleep(delay)
+    process.kill()
+    process.communicate(timeout=60)
+    done = load_state(run_dir)["epoch"]
+    assert 1 <= done < 3, f"the kill came too late (after epoch {done})"
+    out = _finish(_train(run_dir))
+    assert f"after epoch {done} of 3" in out
+    _same_run(uninterrupted, run_dir)
+
+
+def test_rerunning_a_finished_run_changes_nothing(uninterrupted):
+    before = {p.name: p.read_bytes() for p in uninterrupted.iterdir() if p.is_file()}
+    out = _finish(_train(uninterrupted))
+    assert "nothing to do" in out
+    assert {p.name: p.read_bytes() for p in uninterrupted.iterdir() if p.is_file()} == before
+
+
+def test_steps_per_execution_divides_the_epoch():
+    # Keras runs whole executions on kvae's one-iterator-per-run batches: a count that does not divide
+    # the epoch would run into the next epoch's batches (700 images in batches of 100: 7 steps).
+    assert [steps_per_execution(n) for n in (7, 500, 391, 1)] == [7, 20, 17, 1]
+    assert steps_per_execution(None) == 20 and steps_per_execution(500, replicas=2) == 1
