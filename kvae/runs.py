@@ -7,8 +7,6 @@ from kvae.config import TrainConfig
 from kvae.rundir import RunDir, keras_file_problem
 from kvae_contract.errors import MissingPathError, RunDirError
 
-EVALUATION_FILE = RunDir.EVALUATION  # kept for callers of kvae.runs.EVALUATION_FILE
-
 
 def load_run(run_dir):
     """Returns (config, model) of a run directory, with errors that say what is missing.

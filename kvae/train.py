@@ -147,7 +147,8 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
                 strategy.num_replicas_in_sync,
             ),
         )
-        example = next(iter(pipeline.eval_dataset(x_val, 2)))  # builds the model before weights are loaded into it
+        # One validation batch builds the model before a checkpoint's weights are loaded into it (resumes only).
+        example = next(iter(pipeline.eval_dataset(x_val, 2))) if checkpoint.saved is not None else None
         done = checkpoint.resume(model, example)  # the last checkpoint's weights and optimizer state, if any
     finished = done >= config.epochs or checkpoint.stopped_early
     if finished and chief and os.path.exists(run.test_metrics):
