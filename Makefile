@@ -5,7 +5,7 @@ BIN     = $(VENV)/bin
 FMNIST  = /usr/share/datasets/fashion-mnist
 RUN    ?= runs/demo
 
-.PHONY: install data demo test bench clean
+.PHONY: install data demo test bench bench-tools clean
 
 install: $(VENV)/.installed
 
@@ -38,8 +38,18 @@ demo: install data
 test: install data
 	$(BIN)/python -m pytest -q --durations=20
 
+# wrk drives the serving load benchmark (benchmarks/load.py); Debian packages it.
+bench-tools:
+	@if command -v wrk >/dev/null; then \
+		echo "wrk: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq wrk; \
+	else \
+		echo "wrk: missing and not root; install it with: sudo apt-get install wrk"; \
+	fi
+
 # Speed benchmark (about 25 minutes): BENCHMARKS.md tables and benchmarks/results.json.
-bench: install data
+bench: install data bench-tools
 	$(BIN)/python -m benchmarks.run
 
 clean:

@@ -36,19 +36,37 @@ def add_generate_parser(subparsers):
 
 
 def add_serve_parser(subparsers):
-    p = subparsers.add_parser("serve", help="serve exported artifacts over HTTP (Open Inference Protocol v2 + /v1)")
+    p = subparsers.add_parser("serve", help="serve exported artifacts over HTTP (Open Inference Protocol v2 + /v1) and gRPC")
     p.add_argument("artifacts", help="directory written by `kvae export` (manifest.json, onnx/...)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind; 0.0.0.0 exposes the server to the network")
-    p.add_argument("--port", type=int, default=8000, help="TCP port; 0 picks a free one")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port; 0 picks a free one")
+    p.add_argument("--grpc-port", type=int, default=None,
+                   help="also serve the Open Inference Protocol over gRPC on this port (Triton's is 8001; 0: a free one)")
+    p.add_argument("--workers", type=_positive_int, default=None,
+                   help="server processes sharing the port (default: one per core)")
+    p.add_argument("--threads", type=_positive_int, default=None,
+                   help="onnxruntime intra-op threads per worker (default: cores / workers)")
+    p.add_argument("--concurrency", type=_positive_int, default=1,
+                   help="per worker: /v1 requests and large bodies run in a pool of this many threads")
     p.add_argument(
         "--max-batch-size", type=_positive_int, default=1024, help="largest batch (and /v1/generate n) accepted"
     )
     p.add_argument("--max-body-bytes", type=_positive_int, default=64 * 2**20, help="largest request body accepted")
-    p.add_argument("--concurrency", type=_positive_int, default=2, help="model runs at a time")
-    p.add_argument("--threads", type=_positive_int, default=2, help="onnxruntime intra-op threads per run")
-    p.add_argument("--quiet", action="store_true", help="no access log on stderr")
+    p.add_argument("--shutdown-delay", type=_non_negative_float, default=0.0,
+                   help="seconds between SIGTERM (readiness turns 'not ready') and closing the port")
+    p.add_argument("--drain-timeout", type=_non_negative_float, default=30.0,
+                   help="seconds requests in flight get to finish once the port is closed")
+    p.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    p.add_argument("--quiet", action="store_true", help="warnings and errors only on stderr")
     p.set_defaults(func=serve)
     return p
+
+
+def _non_negative_float(text):
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, received {text}")
+    return value
 
 
 def generate(args):
@@ -62,21 +80,15 @@ def generate(args):
 
 
 def serve(args):
-    from .runtime import Runtime
+    from .server import Options, cores
     from .server import serve as run_server
 
-    # The server's limit is the runtime's too, so that /v2 inference and /v1 requests stop at the same size.
-    runtime = Runtime(args.artifacts, intra_op_num_threads=args.threads, max_batch_size=args.max_batch_size)
-    run_server(
-        runtime,
-        args.host,
-        args.port,
-        quiet=args.quiet,
-        max_batch_size=args.max_batch_size,
-        max_body_bytes=args.max_body_bytes,
-        concurrency=args.concurrency,
+    options = Options(
+        args.artifacts, args.host, args.port, args.grpc_port, args.workers or cores(), args.threads,
+        args.concurrency, args.max_batch_size, args.max_body_bytes, args.access_log, args.quiet,
+        args.shutdown_delay, args.drain_timeout,
     )
-    return 0
+    return run_server(options)
 
 
 def main(argv=None):

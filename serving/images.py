@@ -1,6 +1,7 @@
 """Images in and out: PNG grids of model outputs, PNG uploads to model inputs (Pillow)."""
 
 import io
+import re
 
 import numpy as np
 from PIL import Image
@@ -59,6 +60,7 @@ def read_image(data, input_shape):
         pixels = np.asarray(image.convert(MODES[c]), dtype=np.float32) / 255.0
     except InputError:
         raise
-    except Exception as e:  # Pillow raises many types for bad files
-        raise InputError(f"the body is not an image file Pillow can read ({type(e).__name__}: {e}).") from None
+    except Exception as e:  # Pillow raises many types for bad files; their text may name objects at heap addresses
+        detail = re.sub(r" (object )?at 0x[0-9a-fA-F]+", "", str(e))
+        raise InputError(f"the body is not an image file Pillow can read ({type(e).__name__}: {detail}).") from None
     return pixels.reshape((1, h, w, c))

@@ -77,7 +77,7 @@ def request(server, method, path, body=None, headers=None, timeout=30):
     try:
         connection.request(method, path, body=body, headers=headers or {})
         response = connection.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
+        return response.status, response.headers, response.read()  # headers: case-insensitive, as HTTP
     finally:
         connection.close()
 
