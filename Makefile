@@ -36,7 +36,7 @@ demo: install data
 	@echo "Artifacts (SavedModel + ONNX + manifest.json): $(ART); serve them with: $(BIN)/kvae serve $(ART)"
 
 test: install data
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
 
 # wrk drives the serving load benchmark (benchmarks/load.py); Debian packages it.
 bench-tools:

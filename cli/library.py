@@ -26,6 +26,8 @@ def add_train_parser(sub):
                    help="fashion_mnist (local IDX files), folder:PATH (image files), or a tfds name (cifar10, celeb_a, ...)")
     p.add_argument("--data-dir", help="folder of the Fashion-MNIST IDX files (else $KVAE_DATA_DIR, else Debian's)")
     p.add_argument("--train-limit", type=int, help="train on the first N images only")
+    p.add_argument("--eval-limit", type=int,
+                   help="validate and test on the first N images of the validation and test sets (quick runs)")
     p.add_argument("--architecture", choices=["mlp", "conv"])
     p.add_argument("--latent-dim", type=int)
     p.add_argument("--conv-dense-units", type=int, help="size of the conv encoder's dense layer")

@@ -44,6 +44,7 @@ class TrainConfig:
     dataset: str = "fashion_mnist"
     data_dir: str | None = None
     train_limit: int | None = None  # use only the first N training images (quick runs, tests)
+    eval_limit: int | None = None  # validate and test on the first N images of each evaluation split (quick runs, tests)
     architecture: str = "mlp"
     latent_dim: int = 16
     conv_dense_units: int = 16  # the conv encoder's dense layer (16 as in the keras.io example)
@@ -112,6 +113,7 @@ class TrainConfig:
             (self.free_bits >= 0, "free_bits must be >= 0"),
             (self.strategy in ("default", "mirrored", "multi-worker"), "strategy must be default, mirrored or multi-worker"),
             (self.train_limit is None or self.train_limit >= 1, "train_limit must be >= 1"),
+            (self.eval_limit is None or self.eval_limit >= 1, "eval_limit must be >= 1"),
             (self.image_size is None or (len(self.image_size) == 2 and min(self.image_size) >= 1),
              "image_size must be [height, width] with both >= 1"),
             (self.color_mode in (None, *COLOR_MODES), f"color_mode must be one of {COLOR_MODES}"),

@@ -81,9 +81,11 @@ def model_inputs(config, splits):
     """
     x_train = splits.x_train[: config.train_limit]
     x_val, x_test = pipeline.evaluation_views(splits.x_val, splits.x_test, config.binarize)  # the published draw
+    n = config.eval_limit  # cut after the draw: the first n of the same binary images
+    x_val, x_test = x_val[:n], x_test[:n]
     if config.num_classes is None:
         return x_train, x_val, x_test
-    labels = (splits.y_train[: config.train_limit], splits.y_val, splits.y_test)
+    labels = (splits.y_train[: config.train_limit], splits.y_val[:n], splits.y_test[:n])
     for y in labels:
         if len(y) and (y.min() < 0 or y.max() >= config.num_classes):
             raise ConfigError(
@@ -216,7 +218,8 @@ def train(config, splits=None, verbose="auto", strategy=None, callbacks=(), opti
     if not chief:
         return TrainResult(model, checkpoint.rows, test_metrics, done)
     run.write_json(run.test_metrics, test_metrics)
-    figures.write_all(model, splits.x_test, splits.y_test, checkpoint.rows, run.path, config.seed, config.dataset,
+    n = config.eval_limit
+    figures.write_all(model, splits.x_test[:n], splits.y_test[:n], checkpoint.rows, run.path, config.seed, config.dataset,
                       splits.class_names)
     return TrainResult(model, checkpoint.rows, test_metrics, done)
 

@@ -91,6 +91,7 @@ class Server:
             access_log=access_log,
             log_level="warning" if quiet else "info",
             server_header=False,  # nothing about the software in a response
+            proxy_headers=False,  # X-Forwarded-* would only rename the client in logs: not worth its time per request
             backlog=BACKLOG,
             timeout_graceful_shutdown=drain_timeout,
         )

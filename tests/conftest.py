@@ -19,7 +19,7 @@ def _train_tiny(run_dir, splits, **overrides):
     from kvae.config import TrainConfig
     from kvae.train import train
 
-    settings = dict(run_dir=str(run_dir), train_limit=2000, epochs=1, latent_dim=8, batch_size=100, seed=1)
+    settings = dict(run_dir=str(run_dir), train_limit=2000, eval_limit=2000, epochs=1, latent_dim=8, batch_size=100, seed=1)
     settings.update(overrides)
     return train(TrainConfig(**settings), splits=splits, verbose=0)
 

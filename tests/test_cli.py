@@ -61,7 +61,7 @@ def test_the_library_imports_none_of_the_packages_built_on_it():
 
 
 def test_training_output_is_quiet_unless_verbose(tmp_path):
-    cmd = KVAE + ["train", "--run-dir", str(tmp_path / "run"), "--train-limit", "200", "--epochs", "1",
+    cmd = KVAE + ["train", "--run-dir", str(tmp_path / "run"), "--train-limit", "200", "--eval-limit", "500", "--epochs", "1",
                   "--latent-dim", "2", "--mlp-hidden-units", "16"]
     quiet = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr
@@ -82,7 +82,7 @@ def test_training_output_is_quiet_unless_verbose(tmp_path):
     (["generate", "/nonexistent-artifacts"], errors.ConfigError.exit_code, "kvae generate: error:"),
     (["evaluate", "/nonexistent-run"], errors.ConfigError.exit_code, "kvae evaluate: error:"),
     # The loss overflows at once: the message names the fix.
-    (["train", "--learning-rate", "1e30", "--train-limit", "200", "--epochs", "1", "--run-dir", "run",
+    (["train", "--learning-rate", "1e30", "--train-limit", "200", "--eval-limit", "500", "--epochs", "1", "--run-dir", "run",
       "--latent-dim", "2", "--mlp-hidden-units", "16"], errors.TrainingDiverged.exit_code,
      "kvae train: error: The loss became NaN/Inf in epoch 1"),
     # A failed verification (VerificationError) cannot be provoked from the command line; test_export covers it.

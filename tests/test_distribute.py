@@ -133,7 +133,7 @@ def test_kvae_train_with_two_workers_as_documented(tmp_path):
     """The README's two-worker recipe: the same command twice, TF_CONFIG telling each its index."""
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "kvae_cli", "train", "--strategy", "multi-worker", "--run-dir", str(run_dir),
-           "--train-limit", "600", "--epochs", "2", "--latent-dim", "4", "--batch-size", "100"]
+           "--train-limit", "600", "--eval-limit", "500", "--epochs", "2", "--latent-dim", "4", "--batch-size", "100"]
     _run_cluster(lambda ports: [(cmd, _env(TF_CONFIG=_tf_config(ports, i))) for i in range(2)])
     state = json.loads((run_dir / "state.json").read_text())
     assert state["epoch"] == 2 and len(state["history"]) == 2
@@ -144,7 +144,7 @@ def test_kvae_train_with_two_workers_as_documented(tmp_path):
 def test_mirrored_run_resumes_under_its_strategy(tmp_path):
     run_dir = tmp_path / "run"
     base = [sys.executable, "-m", "kvae_cli", "train", "--strategy", "mirrored", "--run-dir", str(run_dir),
-            "--train-limit", "300", "--latent-dim", "4"]
+            "--train-limit", "300", "--eval-limit", "500", "--latent-dim", "4"]
     _run_workers([(base + ["--epochs", "1"], _env())])
     out = _run_workers([(base + ["--epochs", "2"], _env())])[0]
     assert f"Resuming {run_dir} after epoch 1 of 2." in out

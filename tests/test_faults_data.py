@@ -21,7 +21,7 @@ from PIL import Image
 from kvae.data import DataError, load_image_folder
 from kvae_contract.errors import ConfigError
 
-TINY = ["--train-limit", "40", "--epochs", "1", "--batch-size", "20", "--latent-dim", "2",
+TINY = ["--train-limit", "40", "--eval-limit", "200", "--epochs", "1", "--batch-size", "20", "--latent-dim", "2",
         "--mlp-hidden-units", "8"]  # one epoch of two batches on a 2-8-2 MLP: the data is what is tested
 
 

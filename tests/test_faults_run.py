@@ -26,7 +26,7 @@ pytest_plugins = ["tests.serving_fixtures"]
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 # A run small enough to train in seconds: 200 images, one 16-unit layer, latent 2.
-TRAIN_FLAGS = ["--train-limit", "200", "--latent-dim", "2", "--mlp-hidden-units", "16", "--batch-size", "100",
+TRAIN_FLAGS = ["--train-limit", "200", "--eval-limit", "500", "--latent-dim", "2", "--mlp-hidden-units", "16", "--batch-size", "100",
                "--seed", "3"]
 TRAIN_TIMEOUT = 300
 EXPORT_TIMEOUT = 400
@@ -464,8 +464,8 @@ def test_runtime_limits_keep_what_is_in_range(serving_runtime, splits):
     assert serving_runtime.max_batch_size == 65536
 
 
-def test_runtime_max_batch_size_is_configurable(serving_artifacts, monkeypatch):
-    from kvae_serving import cli, server
+def test_runtime_max_batch_size_is_configurable(serving_artifacts):
+    from kvae_serving import server
     from kvae_serving.errors import InputError
     from kvae_serving.runtime import Runtime
 
@@ -478,7 +478,6 @@ def test_runtime_max_batch_size_is_configurable(serving_artifacts, monkeypatch):
             call()
     with pytest.raises(InputError, match="`max_batch_size` must be >= 1"):
         Runtime(serving_artifacts, max_batch_size=0)
-    served = {}
-    monkeypatch.setattr(server, "serve", lambda runtime, *args, **kwargs: served.update(runtime=runtime, **kwargs))
-    assert cli.main([str(serving_artifacts), "--port", "0", "--max-batch-size", "7"]) == 0
-    assert served["runtime"].max_batch_size == 7 and served["max_batch_size"] == 7
+    # What `kvae serve --max-batch-size 7` builds in each worker: the runtime and the app take the same limit.
+    app = server.make_app(server.Options(str(serving_artifacts), max_batch_size=7), threads=1)
+    assert app.runtime.max_batch_size == 7 and app.max_batch_size == 7

@@ -297,10 +297,10 @@ def test_slow_bodies_get_408_and_a_long_wait_for_the_body_budget_gets_503(live_s
     for name in ("small", "holder1", "holder2", "queued1", "queued2"):
         seconds, answer = done[name]
         assert answer.startswith(b"HTTP/1.1 408 ") and b"did not arrive within 2 s" in answer, (name, answer[:300])
-        assert seconds >= body_timeout, (name, seconds)
+        assert seconds >= body_timeout - 0.05, (name, seconds)  # the test starts its clock a little after the server
     seconds, answer = done["late"]
     assert answer.startswith(b"HTTP/1.1 503 ") and b"busy with other large requests" in answer, answer[:300]
-    assert seconds >= body_timeout
+    assert seconds >= body_timeout - 0.05, seconds
     assert request(live_server, "GET", "/v2/health/live")[0] == 200
 
 

@@ -16,6 +16,7 @@ from kvae import architectures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN, load_state
 from kvae_cli import main
 from kvae.config import TrainConfig
+from kvae_contract.errors import ConfigError
 from kvae.data import pipeline
 from kvae.optimizers import FusedAdam
 from kvae.train import TrainingDiverged, build_model, train
@@ -32,7 +33,7 @@ def test_run_directory_has_every_file(tiny_run):
     header = (run_dir / "history.csv").read_text().splitlines()[0].split(",")
     assert {"epoch", "loss", "reconstruction_loss", "kl_loss", "val_loss"} <= set(header)
     metrics = json.loads((run_dir / "test_metrics.json").read_text())
-    assert metrics["num_examples"] == 10_000
+    assert metrics["num_examples"] == 2000  # conftest's eval_limit: the first 2,000 test images
     assert metrics["negative_elbo"] == pytest.approx(metrics["reconstruction_loss"] + metrics["kl_loss"])
     assert result.test_metrics == metrics
 
@@ -50,7 +51,7 @@ def test_a_killed_run_resumes_from_its_last_completed_epoch(tmp_path):
     # seconds, far longer than the 0.05 s it takes to see the first state.json and kill the run.
     run_dir = tmp_path / "run"
     cmd = [sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), "--epochs", "4",
-           "--train-limit", "2000", "--latent-dim", "4", "--seed", "2"]
+           "--train-limit", "2000", "--eval-limit", "1000", "--latent-dim", "4", "--seed", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -161,3 +162,16 @@ def test_resume_restores_the_weights_and_the_optimizer_state(tmp_path, splits):
         not np.array_equal(ops.convert_to_numpy(a), ops.convert_to_numpy(b))
         for a, b in zip(untouched.trainable_weights, trained.trainable_weights)
     )
+
+
+def test_eval_limit_takes_the_first_images_of_the_published_draw(splits):
+    from kvae.train import model_inputs
+
+    x_train, x_val, x_test = model_inputs(TrainConfig(), splits)
+    cut_train, cut_val, cut_test = model_inputs(TrainConfig(eval_limit=300), splits)
+    assert len(x_val) == len(x_test) == 10_000 and len(cut_val) == len(cut_test) == 300
+    np.testing.assert_array_equal(cut_val, x_val[:300])  # the same binary images, not another draw
+    np.testing.assert_array_equal(cut_test, x_test[:300])
+    np.testing.assert_array_equal(cut_train, x_train)
+    with pytest.raises(ConfigError, match="eval_limit must be >= 1"):
+        TrainConfig(eval_limit=0)
