@@ -166,3 +166,21 @@ def ratio_to_best(reports, name, others):
         best = max(rate(reports[o][k]) for o in others if o in reports and k < len(reports[o]))
         per_round.append(rate(mine) / best)
     return {"median": median(per_round), "all": per_round, "others": list(others)}
+
+
+def cpu_name():
+    """The CPU's model name from /proc/cpuinfo, or "unknown"."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
+def commit():
+    """The checkout's short commit hash, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    except OSError:
+        return None
+    return out.strip() or None

@@ -729,21 +729,14 @@ def _table(rows):
 
 
 def machine(wrk, kserve_version, cores):
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     import onnxruntime
     import uvicorn
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
     version = subprocess.run([wrk, "--version"], capture_output=True, text=True)
-    return {"cpu": cpu, "cores": cores, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
+    return {"cpu": harness.cpu_name(), "cores": cores, "python": platform.python_version(), "onnxruntime": onnxruntime.__version__,
             "uvicorn": uvicorn.__version__, "kserve": kserve_version,
             "wrk": (version.stdout or version.stderr).splitlines()[0] if (version.stdout or version.stderr) else None,
-            "commit": commit.strip() or None, "loadavg_at_start": os.getloadavg()}
+            "commit": harness.commit(), "loadavg_at_start": os.getloadavg()}
 
 
 def main(argv=None):

@@ -202,21 +202,10 @@ def machine():
     import tensorflow as tf
     import torch
 
-    cpu = "unknown"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                                cwd=harness.ROOT).stdout.strip()
-    except OSError:
-        commit = None
     return {
-        "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "tensorflow": tf.__version__,
+        "cpu": harness.cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(), "tensorflow": tf.__version__,
         "keras": keras.__version__, "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
-        "numpy": numpy.__version__, "torch_threads": torch.get_num_threads(), "commit": commit,
+        "numpy": numpy.__version__, "torch_threads": torch.get_num_threads(), "commit": harness.commit(),
         "loadavg_at_start": os.getloadavg(),
     }
 
