@@ -277,10 +277,18 @@ def _content_type(headers, allowed):
         raise HTTPError(
             415, f"Content-Encoding {headers.get('Content-Encoding')!r} is not supported; send the body uncompressed."
         )
-    media = (headers.get("Content-Type") or protocol.JSON_TYPE).split(";")[0].strip().lower()
+    media = media_type(headers)
     if media in allowed or ("image/*" in allowed and media.startswith("image/")):
         return media
     raise HTTPError(415, f"Content-Type {media!r} is not accepted here; use one of {list(allowed)}.")
+
+
+def media_type(headers):
+    """The request's Content-Type without parameters, lower-case; no header reads as JSON."""
+    return (headers.get("Content-Type") or protocol.JSON_TYPE).split(";")[0].strip().lower()
+
+
+JSON_MEDIA = (protocol.JSON_TYPE, FORM_TYPE)  # the media types App reads as JSON (/v1 takes curl -d's form type)
 
 
 def _json_params(headers, body, known):
@@ -288,7 +296,7 @@ def _json_params(headers, body, known):
 
     curl -d labels its body application/x-www-form-urlencoded; /v1 reads that as JSON too.
     """
-    _content_type(headers, (protocol.JSON_TYPE, FORM_TYPE))
+    _content_type(headers, JSON_MEDIA)
     if not body.strip():
         return {}
     params = protocol.json_object(body)

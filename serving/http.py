@@ -28,13 +28,12 @@ import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
 
-from .app import error_response
+from .app import JSON_MEDIA, error_response, media_type
 
 INLINE_BYTES = 64 * 2**10  # Open Inference Protocol bodies up to this run on the event loop
 BODY_TIMEOUT = 30.0  # seconds from the end of the headers to the end of the body (and, before that, the longest
 # a large body waits for the body budget)
 JSON_SLACK = 64 * 2**10  # commas a request may hold beyond its tensors' values: keys, shapes, ids, parameters
-JSON_MEDIA = ("application/json", "application/x-www-form-urlencoded", "")  # what App reads as JSON ("": no header)
 
 
 
@@ -183,8 +182,7 @@ def _json_end(headers, body):
     if header_length is not None:
         digits = header_length.strip()
         return int(digits) if digits.isascii() and digits.isdigit() else 0  # App refuses a bad value itself
-    media = (headers.get("content-type") or "").split(";")[0].strip().lower()
-    return len(body) if media in JSON_MEDIA else 0
+    return len(body) if media_type(headers) in JSON_MEDIA else 0
 
 
 async def _send(send, status, headers, payload, close=False, head=False):

@@ -88,3 +88,15 @@ def error_of(status, body):
     message = json.loads(body)["error"]
     assert isinstance(message, str) and message
     return message
+
+
+def metric_sample(text, name, **labels):
+    """The value of the sample `name` whose labels include `labels` in a /metrics body (Prometheus text, read by
+    prometheus_client's own parser), or 0.0 when there is none (a counter not yet incremented)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(text.decode()):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return 0.0

@@ -19,7 +19,7 @@ from tritonclient.utils import InferenceServerException
 from kvae_serving import images
 
 pytest.register_assert_rewrite("tests.serving_fixtures")  # before the import below, so its asserts explain failures
-from tests.serving_fixtures import MAX_BATCH_SIZE, MAX_BODY_BYTES, address, error_of, request  # noqa: E402
+from tests.serving_fixtures import MAX_BATCH_SIZE, MAX_BODY_BYTES, address, error_of, metric_sample, request  # noqa: E402
 
 pytest_plugins = ["tests.serving_fixtures"]
 
@@ -610,12 +610,7 @@ def test_concurrent_clients_get_their_own_answers(live_server, serving_runtime):
 
 
 def _decoder_infers(server):
-    """kvae_requests_total of the decoder's successful HTTP infers, from /metrics (prometheus_client's parser)."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+    """kvae_requests_total of the decoder's successful HTTP infers, from /metrics."""
     status, _, text = request(server, "GET", "/metrics")
     assert status == 200
-    want = {"protocol": "http", "endpoint": "infer", "model": "decoder", "code": "200"}
-    samples = [s for family in text_string_to_metric_families(text.decode()) for s in family.samples
-               if s.name == "kvae_requests_total" and s.labels == want]
-    return samples[0].value if samples else 0.0
+    return metric_sample(text, "kvae_requests_total", protocol="http", endpoint="infer", model="decoder", code="200")

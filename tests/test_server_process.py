@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.serving_fixtures import metric_sample
+
 pytest_plugins = ["tests.serving_fixtures"]
 
 KVAE = str(pathlib.Path(sys.executable).with_name("kvae"))
@@ -86,16 +88,10 @@ def infer_binary(name, x):
 
 
 def metric(address, name, **labels):
-    """One sample of /metrics (Prometheus text, parsed by prometheus_client's own parser), or 0.0."""
-    from prometheus_client.parser import text_string_to_metric_families
-
+    """One sample of the server's /metrics, or 0.0."""
     status, _, text = call(address, "GET", "/metrics")
     assert status == 200
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return sample.value
-    return 0.0
+    return metric_sample(text, name, **labels)
 
 
 def status_kb(pid, field):
@@ -146,7 +142,7 @@ def test_every_route_then_no_tensorflow_and_little_memory(serving_artifacts, ser
 
 
 def test_sigterm_turns_readiness_off_then_drains_and_exits_0(serving_artifacts, serving_runtime):
-    process, address = start(serving_artifacts, "--workers", "1", "--shutdown-delay", "3", "--drain-timeout", "20")
+    process, address = start(serving_artifacts, "--workers", "1", "--shutdown-delay", "6", "--drain-timeout", "30")
     host, port = address.split(":")
     z = serving_runtime.sample_z(2, seed=4)
     body = json.dumps(infer_json(z)).encode()
@@ -158,14 +154,23 @@ def test_sigterm_turns_readiness_off_then_drains_and_exits_0(serving_artifacts, 
                      b"Content-Length: %d\r\n\r\n" % len(body) + body[: len(body) // 2])
         time.sleep(0.5)
         process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         time.sleep(0.5)
         status, _, payload = call(address, "GET", "/v2/health/ready")
         assert status == 503 and json.loads(payload) == {"ready": False}
         assert call(address, "GET", "/v2/health/live")[0] == 200  # still answering during the delay
         assert call(address, "POST", "/v2/models/decoder/infer", infer_json(z))[0] == 200
-        time.sleep(3.5)  # past the delay: the port is closed, the slow request still in flight
-        with pytest.raises(ConnectionRefusedError):
-            socket.create_connection((host, int(port)), timeout=10)
+        # Past the delay the port closes (polled, not slept: a loaded machine may take longer), the slow request
+        # still in flight.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection((host, int(port)), timeout=10).close()
+            except ConnectionRefusedError:
+                assert time.monotonic() - signalled >= 6 - 0.1, "the port closed before --shutdown-delay was over"
+                break
+            assert time.monotonic() < deadline, "the port was still open 30 s after SIGTERM"
+            time.sleep(0.2)
         assert process.poll() is None, "exited with a request in flight"
         slow.sendall(body[len(body) // 2:])
         answer = b""
