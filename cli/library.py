@@ -29,7 +29,9 @@ def add_train_parser(sub):
     p.add_argument("--eval-limit", type=int,
                    help="validate and test on the first N images of the validation and test sets (quick runs)")
     p.add_argument("--architecture", choices=["mlp", "conv"])
-    p.add_argument("--latent-dim", type=int)
+    p.add_argument("--latent-dim", type=int, help="latent size (per level, with --levels 2)")
+    p.add_argument("--levels", type=int, choices=[1, 2],
+                   help="stochastic levels: 1 (VAE) or 2 (the hierarchical VAE, MLP only)")
     p.add_argument("--conv-dense-units", type=int, help="size of the conv encoder's dense layer")
     p.add_argument("--mlp-hidden-units", type=int, nargs="+", metavar="UNITS",
                    help="the MLP encoder's hidden layer sizes; the decoder mirrors them")

@@ -107,6 +107,49 @@ def build(architecture, input_shape, latent_dim, output_activation=None, variati
     return enc, dec
 
 
+def hierarchical_mlp(input_shape, latent_dims, hidden=(300, 300), layer="gated", log_var_bounds=None,
+                     output_activation=None, activation="tanh"):
+    """The four MLPs of a two-level HVAE (Tomczak & Welling, 2018, their HVAE): a dict of functional models.
+
+    latent_dims = (d1, d2): z1 is the level next to x, z2 the top. With
+    hidden = (h_1, ..., h_n):
+        encoder_z2: x -> [z2_mean, z2_log_var]; the hidden stack, then the two heads.
+        encoder_z1: [x, z2] -> [z1_mean, z1_log_var]; x and z2 each through one
+            layer of h_1 units, joined, then one layer of h_n units.
+        prior_z1: z2 -> [mean, log_var] of p(z1|z2); the hidden stack, then the heads.
+        decoder: [z1, z2] -> x (logits, or means with output_activation); z1 and z2
+            each through one layer of h_1 units, joined, then one layer of h_n units.
+    log_var_bounds clips every log-variance head (the paper: (-6, 2)).
+    """
+    if not (len(latent_dims) == 2 and all(isinstance(d, int) and d >= 1 for d in latent_dims)):
+        raise ConfigError(f"`latent_dims` must be two positive ints (z1, z2). Received: latent_dims={latent_dims!r}")
+    if layer not in MLP_LAYERS:
+        raise ConfigError(f"`mlp_layer` must be one of {MLP_LAYERS}. Received: mlp_layer={layer!r}")
+    d1, d2 = latent_dims
+    hidden = tuple(hidden)
+    x = keras.Input(shape=tuple(input_shape), name="x")
+    z1 = keras.Input(shape=(d1,), name="z1")
+    z2 = keras.Input(shape=(d2,), name="z2")
+    flat = layers.Flatten()(x)
+
+    def joined(a, b, prefix):  # two inputs -> h_1 units each -> concatenated -> h_n units
+        ha = _hidden_stack(a, hidden[:1], activation, layer, prefix=f"{prefix}_a")
+        hb = _hidden_stack(b, hidden[:1], activation, layer, prefix=f"{prefix}_b")
+        return _hidden_stack(layers.Concatenate()([ha, hb]), hidden[-1:], activation, layer, prefix=f"{prefix}_joint")
+
+    models = {
+        "encoder_z2": _encoder_heads(x, _hidden_stack(flat, hidden, activation, layer), d2, True, activation,
+                                     log_var_bounds, name="encoder_z2"),
+        "encoder_z1": _encoder_heads([x, z2], joined(flat, z2, "q_z1"), d1, True, activation, log_var_bounds,
+                                     name="encoder_z1"),
+        "prior_z1": _encoder_heads(z2, _hidden_stack(z2, hidden, activation, layer), d1, True, activation,
+                                   log_var_bounds, name="prior_z1"),
+    }
+    h = layers.Dense(math.prod(input_shape), activation=output_activation, name="output")(joined(z1, z2, "p_x"))
+    models["decoder"] = keras.Model([z1, z2], layers.Reshape(tuple(input_shape), name="x_out")(h), name="decoder")
+    return models
+
+
 def _with_label(first_input, features, num_classes):
     """Unconditional: (first_input, features). Conditional: ([first_input, y], features ++ y), y (batch, C)."""
     if num_classes is None:
@@ -115,17 +158,17 @@ def _with_label(first_input, features, num_classes):
     return [first_input, y], layers.Concatenate(name="with_label")([features, y])
 
 
-def _hidden_stack(h, hidden, activation, layer):
+def _hidden_stack(h, hidden, activation, layer, prefix=None):
     """The MLP's hidden layers: Dense with `activation`, or GatedDense (linear half without activation)."""
     for i, units in enumerate(hidden):
         if layer == "gated":
-            h = GatedDense(units, name=f"gated_{i}")(h)
+            h = GatedDense(units, name=f"{prefix or 'gated'}_{i}")(h)
         else:
-            h = layers.Dense(units, activation=activation, name=f"dense_{i}")(h)
+            h = layers.Dense(units, activation=activation, name=f"{prefix or 'dense'}_{i}")(h)
     return h
 
 
-def _encoder_heads(x, h, latent_dim, variational, code_activation, log_var_bounds=None):
+def _encoder_heads(x, h, latent_dim, variational, code_activation, log_var_bounds=None, name="encoder"):
     if not isinstance(latent_dim, int) or latent_dim < 1:
         raise ConfigError(f"`latent_dim` must be a positive int. Received: latent_dim={latent_dim!r}")
     if variational:
@@ -135,7 +178,7 @@ def _encoder_heads(x, h, latent_dim, variational, code_activation, log_var_bound
         else:
             z_log_var = layers.Dense(latent_dim, name="z_log_var_unbounded")(h)
             z_log_var = Bound(*log_var_bounds, name="z_log_var")(z_log_var)
-        return keras.Model(x, [z_mean, z_log_var], name="encoder")
+        return keras.Model(x, [z_mean, z_log_var], name=name)
     # The autoencoder's deterministic code h = g(Wx + b).
     code = layers.Dense(latent_dim, activation=code_activation, name="code")(h)
     return keras.Model(x, code, name="encoder")

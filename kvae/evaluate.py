@@ -21,9 +21,7 @@ import math
 
 import keras
 import numpy as np
-from keras import ops
 
-from kvae import losses, priors
 from kvae_contract.errors import ConfigError, RunDirError
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_d]) above 1e-2
@@ -49,28 +47,31 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
     rng = np.random.default_rng(seed)
     n, dims = len(x), math.prod(x.shape[1:])
-    log_prior = _log_prior_numpy(model)
+    log_prior = model.numpy_log_prior()
     nll, mc_var, recon, kl, kl_dim, z_means = [], [], [], [], [], []
     progress = keras.utils.Progbar(n, unit_name="image") if verbose else None
     for start in range(0, n, batch_size):
         xb = x[start : start + batch_size]
         yb = None if y_one_hot is None else y_one_hot[start : start + batch_size]
-        z_mean, z_log_var = (ops.convert_to_numpy(t) for t in model.run_encoder(xb, yb))
-        log_px_z, log_pz_minus_log_qz = _log_weights(model, xb, yb, z_mean, z_log_var, k, chunk_size, rng, log_prior)
-        log_w = log_px_z + log_pz_minus_log_qz  # (b, k)
+        log_px_z, ratios = _log_weights(model, xb, yb, k, chunk_size, rng, log_prior)
+        log_w = log_px_z + sum(ratios.values())  # (b, k)
         nll.append(-(_log_mean_exp(log_w)))
         mc_var.append(_jackknife_variance(log_w))
         recon.append(-log_px_z.mean(axis=1))
-        kl.append(-log_pz_minus_log_qz.mean(axis=1))  # Monte Carlo KL over the k samples
-        kl_dim.append(ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var)))  # against N(0, I)
-        z_means.append(z_mean)
+        kl.append({level: -r.mean(axis=1) for level, r in ratios.items()})  # Monte Carlo KL over the k samples
+        means, kl_per_dim = model.posterior_summary(xb, yb)
+        kl_dim.append(kl_per_dim)
+        z_means.append(means)
         if progress:
             progress.add(len(xb))
     nll, mc_var, recon = np.concatenate(nll), np.concatenate(mc_var), np.concatenate(recon)
-    kl, kl_dim, z_means = np.concatenate(kl), np.concatenate(kl_dim), np.concatenate(z_means)
-    if model.prior == "normal":
-        kl = kl_dim.sum(axis=1)  # the closed form, exact
+    kl = {level: np.concatenate([row[level] for row in kl]) for level in kl[0]}
+    kl_dim, z_means = np.concatenate(kl_dim), np.concatenate(z_means)
+    if model.prior == "normal" and list(kl) == ["z"]:
+        kl = {"z": kl_dim.sum(axis=1)}  # the closed form, exact
+    kl_total = sum(kl.values())
     activity = z_means.var(axis=0)
+    active = activity > ACTIVE_UNIT_THRESHOLD
     result = {
         "num_examples": n,
         "k": k,
@@ -80,46 +81,37 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
         "nll_stderr": float(nll.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
         "nll_mc_stderr": float(math.sqrt(mc_var.sum()) / n),
         "bits_per_dim": float(nll.mean() / (dims * math.log(2))),
-        "negative_elbo": float((recon + kl).mean()),
+        "negative_elbo": float((recon + kl_total).mean()),
         "reconstruction_loss": float(recon.mean()),
-        "kl_loss": float(kl.mean()),
-        "active_units": int((activity > ACTIVE_UNIT_THRESHOLD).sum()),
+        "kl_loss": float(kl_total.mean()),
+        "active_units": int(active.sum()),
         "latent_dim": int(z_means.shape[1]),
-        # Per dimension, against N(0, I): the usage of each latent (for a VampPrior it is not its KL term).
+        # Per dimension, against N(0, I) (an HVAE's z1: against p(z1|z2)): the usage of each latent.
         "kl_per_dim": [float(v) for v in kl_dim.mean(axis=0)],
         "activity_per_dim": [float(v) for v in activity],
         "nll_per_image": [float(v) for v in nll],  # for paired comparisons (kvae compare)
     }
+    if len(kl) > 1:  # a hierarchical model: each level's KL and active units; the flat code is the levels in order
+        bounds = np.cumsum([0, *model.latent_dims])
+        result["levels"] = [
+            {"name": level, "latent_dim": int(hi - lo), "kl": float(kl[level].mean()), "active_units": int(active[lo:hi].sum())}
+            for level, lo, hi in zip(kl, bounds[:-1], bounds[1:])
+        ]
     if y is not None:
         result["labels_seen"] = int(len(np.unique(y)))
     return result
 
 
-def _log_prior_numpy(model):
-    """z (n, d) -> float64 log p(z) (n,) under the model's prior."""
-    if model.prior == "normal":
-        return priors.log_standard_normal_numpy
-    means, log_vars = (ops.convert_to_numpy(t) for t in model.prior_components())
-    return lambda z: priors.log_mixture_numpy(z, means, log_vars)
-
-
-def _log_weights(model, x, y, z_mean, z_log_var, k, chunk_size, rng, log_prior):
-    """log p(x|z_i) and log p(z_i) - log q(z_i|x) for k draws z_i ~ q(z|x): two float64 (b, k) arrays."""
-    b, d = z_mean.shape
-    log_px_z, log_ratio = [], []
-    x_rep = None
+def _log_weights(model, x, y, k, chunk_size, rng, log_prior):
+    """k importance samples per image, drawn in chunks: log p(x|z_i) (b, k) and {level: log p - log q} (b, k), float64."""
+    log_px_z, ratios = [], []
     for done in range(0, k, chunk_size):
         c = min(chunk_size, k - done)
-        eps = rng.standard_normal((b, c, d), dtype=np.float32)
-        z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps  # (b, c, d)
-        out = model.run_decoder(z.reshape(b * c, d), None if y is None else np.repeat(y, c, axis=0))
-        if x_rep is None or len(x_rep) != b * c:
-            x_rep = np.repeat(x, c, axis=0)  # (b * c, *input_shape)
-        log_px_z.append(-ops.convert_to_numpy(model.reconstruction_nll(x_rep, out)).reshape(b, c).astype(np.float64))
-        log_pz = log_prior(z.reshape(b * c, d)).reshape(b, c)
-        log_qz = -0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + math.log(2 * math.pi)).sum(-1)
-        log_ratio.append(log_pz - log_qz)
-    return np.concatenate(log_px_z, axis=1), np.concatenate(log_ratio, axis=1)
+        eps = rng.standard_normal((len(x), c, model.latent_dim), dtype=np.float32)
+        log_px, ratio = model.importance_terms(x, y, eps, log_prior)
+        log_px_z.append(log_px)
+        ratios.append(ratio)
+    return np.concatenate(log_px_z, axis=1), {level: np.concatenate([r[level] for r in ratios], axis=1) for level in ratios[0]}
 
 
 def _log_mean_exp(log_w):
@@ -199,6 +191,9 @@ def format_table(result):
         ("  KL", f"{result['kl_loss']:.2f} nats"),
         ("active units", f"{result['active_units']} of {result['latent_dim']}"),
     ]
+    for level in result.get("levels", []):
+        rows.append((f"  level {level['name']}", f"KL {level['kl']:.2f} nats, {level['active_units']} of "
+                                                  f"{level['latent_dim']} units active"))
     width = max(len(r[0]) for r in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     top = np.argsort(result["kl_per_dim"])[::-1][:8]

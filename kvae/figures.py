@@ -11,7 +11,7 @@ from statistics import NormalDist
 import numpy as np
 from keras import ops
 
-from kvae import losses, plots
+from kvae import plots
 from kvae.data import FASHION_MNIST_CLASSES
 
 
@@ -50,8 +50,37 @@ def write_all(model, x_test_uint8, y_test, history_rows, run_dir, seed=0, datase
         plots.save_scatter(pca_2d(z_mean), labels, path("latent_scatter.png"), "test z_mean, first two principal components, by class", names)
     plots.save_grid(interpolation(model, x[0], x[1], 10, _first(y, 2)), path("interpolation.png"), "interpolation between two test images", ncols=10)
     kl = model_kl_per_dim(model, x[:2000], _first(y, 2000))
-    plots.save_grid(traversal(model, kl, 8, 9, one), path("traversal.png"), "traversal of the 8 latent dims with most KL (rows), -3 to 3", ncols=9)
+    if getattr(model, "kl_levels", ()):  # the HVAE: what each level controls; traversals around a real code
+        fixed_top, fixed_bottom = levels(model, seed)
+        plots.save_grid(fixed_top, path("levels_z1.png"), "z2 fixed in each row, z1 drawn from p(z1|z2) across", ncols=8)
+        plots.save_grid(fixed_bottom, path("levels_z2.png"), "z1 fixed in each row, z2 drawn from p(z2) across", ncols=8)
+        base = model.encode(x[:1])[0][0]
+        title = "traversal of the 8 latent dims with most KL (rows), -3 to 3 around the first test image's code"
+    else:
+        base, title = None, "traversal of the 8 latent dims with most KL (rows), -3 to 3"
+    plots.save_grid(traversal(model, kl, 8, 9, one, base), path("traversal.png"), title, ncols=9)
     return out
+
+
+def levels(model, seed=0, rows=8, cols=8):
+    """What each level of an HVAE controls: two grids of (rows * cols, *input_shape) images.
+
+    First: each row keeps one z2 from the prior and draws z1 ~ p(z1|z2) across
+    the columns (what the lower level varies). Second: each row keeps one z1
+    and pairs it with fresh z2 ~ p(z2) across the columns (what the top level varies).
+    """
+    d1 = model.latent_dims[0]
+    rng = np.random.default_rng(seed)
+    eps = rng.standard_normal((rows, cols, model.latent_dim)).astype(np.float32)
+    eps[:, :, d1:] = eps[:, :1, d1:]  # one z2 noise per row
+    component = None
+    if model.prior == "vamp":
+        component = np.repeat(rng.integers(0, model.num_pseudo_inputs, rows), cols)
+    same_top = model.generate_codes(eps.reshape(rows * cols, -1), component)
+    codes = model.sample_prior(rows + cols, seed=seed + 1)
+    z1, z2 = codes[:rows, :d1], codes[rows:, d1:]
+    same_bottom = np.concatenate([np.repeat(z1, cols, axis=0), np.tile(z2, (rows, 1))], axis=1)
+    return model.decode(same_top), model.decode(same_bottom)
 
 
 def class_samples(model, path, seed=0, names=None, per_class=10):
@@ -99,16 +128,18 @@ def interpolation(model, x_a, x_b, steps, labels=None):
 
 
 def model_kl_per_dim(model, x, labels=None):
-    """Mean KL of each latent dimension over x: (latent_dim,)."""
-    z_mean, z_log_var = model.encode(x, labels)
-    return ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var)).mean(axis=0)
+    """Mean KL of each latent dimension over x: (latent_dim,) (an HVAE's z1: against p(z1|z2))."""
+    _, kl = model.posterior_summary(x, model.labels_for(labels, len(x)))
+    return kl.mean(axis=0)
 
 
-def traversal(model, kl_per_dim, dims, steps, label=None):
-    """Rows: the `dims` dimensions with most KL, each swept from -3 to 3 with the others at 0."""
+def traversal(model, kl_per_dim, dims, steps, label=None, base=None):
+    """Rows: the `dims` dimensions with most KL, each swept from -3 to 3 with the others at `base` (default 0)."""
     order = np.argsort(kl_per_dim)[::-1][: min(dims, len(kl_per_dim))]
     values = np.linspace(-3.0, 3.0, steps, dtype=np.float32)
     z = np.zeros((len(order) * steps, len(kl_per_dim)), np.float32)
+    if base is not None:
+        z[:] = base
     for row, d in enumerate(order):
         z[row * steps : (row + 1) * steps, d] = values
     return model.decode(z, label)

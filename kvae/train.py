@@ -16,41 +16,40 @@ from kvae.distribute import is_chief, is_multi_worker, make_strategy, scalar_log
 from kvae.optimizers import FusedAdam
 from kvae.precision import policy_scope
 from kvae.rundir import RunDir
+from kvae.hvae import HVAE
 from kvae.vae import VAE
 from kvae_contract.errors import ConfigError, RunDirError, TrainingDiverged  # TrainingDiverged: also kvae.train's
 
 
 @dataclasses.dataclass
 class TrainResult:
-    model: VAE
+    model: VAE | HVAE
     history: list  # one dict of logs per completed epoch
     test_metrics: dict
     resumed_from: int  # epochs already done when this call started
 
 
 def build_model(config, input_shape):
-    """The VAE a config describes (untrained), its layers under config.dtype_policy."""
+    """The VAE (levels 1) or HVAE (levels 2) a config describes (untrained), its layers under config.dtype_policy."""
     output_activation = None if config.likelihood == "bernoulli" else "sigmoid"
+    objective = dict(
+        likelihood=config.likelihood, beta=config.beta, free_bits=config.free_bits,
+        gaussian_variance=config.gaussian_variance, seed=config.seed, prior=config.prior,
+        num_pseudo_inputs=config.num_pseudo_inputs, objective=config.objective, iw_samples=config.iw_samples,
+    )
     with policy_scope(config.dtype_policy):
+        if config.levels == 2:
+            submodels = architectures.hierarchical_mlp(
+                input_shape, (config.latent_dim, config.latent_dim), hidden=config.mlp_hidden_units,
+                layer=config.mlp_layer, log_var_bounds=config.log_var_bounds, output_activation=output_activation,
+            )
+            return HVAE(**submodels, **objective)
         encoder, decoder = architectures.build(
             config.architecture, input_shape, config.latent_dim, output_activation=output_activation,
             dense_units=config.conv_dense_units, num_classes=config.num_classes, hidden=config.mlp_hidden_units,
             mlp_layer=config.mlp_layer, log_var_bounds=config.log_var_bounds,
         )
-        return VAE(
-            encoder,
-            decoder,
-            likelihood=config.likelihood,
-            beta=config.beta,
-            free_bits=config.free_bits,
-            gaussian_variance=config.gaussian_variance,
-            seed=config.seed,
-            num_classes=config.num_classes,
-            prior=config.prior,
-            num_pseudo_inputs=config.num_pseudo_inputs,
-            objective=config.objective,
-            iw_samples=config.iw_samples,
-        )
+        return VAE(encoder, decoder, num_classes=config.num_classes, **objective)
 
 
 def init_pseudo_inputs(model, x_train_uint8, seed):

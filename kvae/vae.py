@@ -10,15 +10,14 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import conditional, distribute, losses, priors, submodels
-from kvae.config import LIKELIHOODS, OBJECTIVES
-from kvae.layers import Sampling
+from kvae import conditional, losses, priors, submodels
+from kvae.variational import VariationalModel, iw_bound
 from kvae_contract.artifacts import draw_prior_noise
 from kvae_contract.errors import ConfigError
 
 
 @keras.saving.register_keras_serializable(package="kvae")
-class VAE(keras.Model):
+class VAE(VariationalModel):
     """A VAE with encoder q(z|x) = N(z_mean, exp(z_log_var)) and decoder p(x|z).
 
     Args:
@@ -74,75 +73,22 @@ class VAE(keras.Model):
         iw_samples=1,
         **kwargs,
     ):
-        # No autocasting in the VAE's own call: x, the loss terms and the
-        # kl_weight/log_var variables stay float32 under a mixed policy; the
-        # encoder and decoder still cast to their compute dtype themselves.
-        super().__init__(**{**kwargs, "autocast": False})
-        if likelihood not in LIKELIHOODS:
-            raise ConfigError(f"`likelihood` must be one of {LIKELIHOODS}. Received: likelihood={likelihood!r}")
-        if not beta >= 0:
-            raise ConfigError(f"`beta` must be >= 0. Received: beta={beta!r}")
-        if not free_bits >= 0:
-            raise ConfigError(f"`free_bits` must be >= 0. Received: free_bits={free_bits!r}")
-        if gaussian_variance != "learned" and not (
-            isinstance(gaussian_variance, (int, float)) and gaussian_variance > 0
-        ):
-            raise ConfigError(
-                f"`gaussian_variance` must be 'learned' or a number > 0. Received: gaussian_variance={gaussian_variance!r}"
-            )
+        super().__init__(
+            likelihood=likelihood, beta=beta, free_bits=free_bits, gaussian_variance=gaussian_variance, seed=seed,
+            prior=prior, num_pseudo_inputs=num_pseudo_inputs, objective=objective, iw_samples=iw_samples, **kwargs,
+        )
         self.encoder = encoder
         self.decoder = decoder
-        self.likelihood = likelihood
-        self.beta = float(beta)
-        self.free_bits = float(free_bits)
-        self.gaussian_variance = gaussian_variance
-        self.seed = seed
         if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 2):
             raise ConfigError(f"`num_classes` must be None or an int >= 2. Received: num_classes={num_classes!r}")
         self.num_classes = num_classes
         self.latent_dim = check_signatures(encoder, decoder, num_classes)
-        if prior not in priors.PRIORS:
-            raise ConfigError(f"`prior` must be one of {priors.PRIORS}. Received: prior={prior!r}")
-        if not (isinstance(num_pseudo_inputs, int) and num_pseudo_inputs >= 1):
-            raise ConfigError(f"`num_pseudo_inputs` must be a positive int. Received: num_pseudo_inputs={num_pseudo_inputs!r}")
-        if objective not in OBJECTIVES:
-            raise ConfigError(f"`objective` must be one of {OBJECTIVES}. Received: objective={objective!r}")
-        if not (isinstance(iw_samples, int) and iw_samples >= 1):
-            raise ConfigError(f"`iw_samples` must be a positive int. Received: iw_samples={iw_samples!r}")
-        if objective == "elbo" and iw_samples != 1:
-            raise ConfigError(f"`iw_samples` > 1 needs objective='iwae'. Received: iw_samples={iw_samples!r}")
         if prior == "vamp" and num_classes is not None:
             raise ConfigError(f"The VampPrior is for unconditional VAEs. Received: prior='vamp', num_classes={num_classes!r}")
-        if free_bits > 0 and (prior != "normal" or objective != "elbo"):
-            raise ConfigError(
-                "Free bits need the per-dimension KL of the N(0, I) prior and the ELBO. "
-                f"Received: free_bits={free_bits!r}, prior={prior!r}, objective={objective!r}"
-            )
-        self.prior = prior
-        self.num_pseudo_inputs = num_pseudo_inputs
-        self.objective = objective
-        self.iw_samples = iw_samples
         self.input_shape_ = tuple(int(d) for d in encoder.inputs[0].shape[1:])
         if prior == "vamp":
-            # Grey-level images, kvae.train sets them to training images before the first step.
-            self.pseudo_inputs = self.add_weight(
-                shape=(num_pseudo_inputs, *self.input_shape_), initializer=keras.initializers.RandomUniform(0.0, 1.0),
-                name="pseudo_inputs", dtype="float32",
-            )
-        self.sampling = Sampling(seed=seed, name="sampling", dtype="float32")  # z and its noise in float32
-        # The KL weight actually applied; a warm-up callback ramps it to `beta`.
-        self.kl_weight = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(self.beta), trainable=False, name="kl_weight"
-        )
-        learned = likelihood == "gaussian" and gaussian_variance == "learned"
-        initial = 0.0 if learned or likelihood != "gaussian" else float(np.log(gaussian_variance))
-        self.log_var = self.add_weight(
-            shape=(), initializer=keras.initializers.Constant(initial), trainable=learned, name="log_var"
-        )
-        self.reconstruction_tracker = keras.metrics.Mean(name="reconstruction_loss")
-        self.kl_tracker = keras.metrics.Mean(name="kl_loss")
-        self.elbo_tracker = keras.metrics.Mean(name="negative_elbo")
-        self.iw_bound_tracker = keras.metrics.Mean(name="negative_iw_bound") if objective == "iwae" else None
+            self.add_pseudo_inputs(self.input_shape_)  # before the objective's state: the saved weights' order
+        self.add_objective_state()
 
     def call(self, inputs, training=False):
         x, y = self.split_inputs(inputs)
@@ -185,9 +131,7 @@ class VAE(keras.Model):
         reconstruction = self.run_decoder(z, None if y is None else tile(y), training=training)
         recon = self.reconstruction_nll(tile(x), reconstruction)  # -log p(x|z_i), (k * b,)
         kl = priors.log_normal_diag(z, mean_k, log_var_k) - self.log_prior(z)  # log q - log p, (k * b,)
-        log_w = ops.reshape(-(recon + self.kl_weight * kl), (k, -1))  # (k, b)
-        bound = ops.logsumexp(log_w, axis=0) - float(np.log(k))  # (b,)
-        self.add_loss(-ops.mean(bound))
+        self.add_iw_loss(ops.reshape(-(recon + self.kl_weight * kl), (k, -1)))  # log w: (k, b)
         batch = ops.shape(z_mean)[0]
         return {
             "reconstruction": reconstruction[:batch],
@@ -197,7 +141,7 @@ class VAE(keras.Model):
             "reconstruction_nll": ops.mean(ops.reshape(recon, (k, -1)), axis=0),
             "kl": ops.mean(ops.reshape(kl, (k, -1)), axis=0),
             # The bound at KL weight 1, what a test NLL estimate would use.
-            "iw_bound": ops.logsumexp(ops.reshape(-(recon + kl), (k, -1)), axis=0) - float(np.log(k)),
+            "iw_bound": iw_bound(ops.reshape(-(recon + kl), (k, -1))),
         }
 
     def prior_components(self):
@@ -235,45 +179,6 @@ class VAE(keras.Model):
         """z (batch, latent_dim) [and one-hot y (batch, C)] -> the decoder output in float32 (batch, *input_shape)."""
         return ops.cast(self.decoder(z if y is None else [z, y], training=training), "float32")
 
-    def reconstruction_nll(self, x, reconstruction):
-        """-log p(x|z) per example, (batch,), from the decoder output; computed in float32."""
-        x, reconstruction = ops.cast(x, "float32"), ops.cast(reconstruction, "float32")
-        if self.likelihood == "bernoulli":
-            return losses.bernoulli_nll(x, reconstruction)
-        return losses.gaussian_nll(x, reconstruction, self.log_var)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # Only the metrics are added here (Keras updates metrics in compute_loss
-        # on every backend); the loss itself is the sum of the add_loss terms.
-        self.reconstruction_tracker.update_state(y_pred["reconstruction_nll"])
-        self.kl_tracker.update_state(y_pred["kl"])
-        self.elbo_tracker.update_state(y_pred["reconstruction_nll"] + y_pred["kl"])
-        if self.iw_bound_tracker is not None:
-            self.iw_bound_tracker.update_state(-y_pred["iw_bound"])
-        return super().compute_loss(x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training)
-
-    def get_metrics_result(self):
-        result = super().get_metrics_result()
-        if distribute.needs_vector_logs():  # multi-worker runs: see kvae.distribute
-            return {name: ops.reshape(value, (1,)) for name, value in result.items()}
-        return result
-
-    def compile(self, optimizer="adam", loss=None, **kwargs):
-        if loss is not None:
-            raise ConfigError(
-                "VAE computes its own loss (reconstruction + beta * KL); call compile(optimizer=...) "
-                f"without `loss`. Received: loss={loss!r}"
-            )
-        super().compile(optimizer=optimizer, **kwargs)
-
-    def compile_from_config(self, config):
-        # Keras skips compile on load for models that override compile(); this
-        # restores the saved optimizer (and its state) so training can go on.
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
-        if self.built:
-            self.optimizer.build(self.trainable_variables)
-
     # Inference helpers on NumPy arrays. Deterministic unless they say otherwise.
     # `labels` (conditional VAEs only, required there): an int, n class ids or
     # (n, C) one-hot rows; see kvae.conditional.one_hot_numpy.
@@ -299,13 +204,6 @@ class VAE(keras.Model):
         if labels is None:
             raise ConfigError(f"A conditional VAE (num_classes={self.num_classes}) needs `labels`. Received: labels=None")
         return conditional.one_hot_numpy(labels, self.num_classes, n)
-
-    def output_mean(self, reconstruction):
-        """The mean of p(x|z) from a decoder output (sigmoid of Bernoulli logits), float32 NumPy."""
-        reconstruction = ops.cast(reconstruction, "float32")
-        if self.likelihood == "bernoulli":
-            return ops.convert_to_numpy(ops.sigmoid(reconstruction))
-        return ops.convert_to_numpy(reconstruction)
 
     def sample(self, n, seed=None, temperature=1.0, labels=None):
         """n images decoded from prior draws z made with NumPy's PCG64(seed).
@@ -338,19 +236,42 @@ class VAE(keras.Model):
         """Decodes the posterior mean: x -> x_mean, deterministic."""
         return self.decode(self.encode(x, labels)[0], labels)
 
+    # === Evaluation (kvae.evaluate): float64 NumPy ===
+
+    def posterior_summary(self, x, y=None):
+        """Per image: the posterior means (b, d) and each dimension's KL against N(0, I) in nats (b, d).
+
+        For a VampPrior the KL against N(0, I) is not its KL term but still measures each latent's usage.
+        """
+        z_mean, z_log_var = self.run_encoder(x, y)
+        return ops.convert_to_numpy(z_mean), ops.convert_to_numpy(losses.kl_per_dim(z_mean, z_log_var))
+
+    def importance_terms(self, x, y, eps, log_prior):
+        """Importance sampling from q(z|x) with noise eps (b, c, d): log p(x|z_i) (b, c) and {"z": log p - log q} (b, c).
+
+        float64; log q comes from the noise itself, log p from `log_prior` (numpy_log_prior()).
+        """
+        b, c, d = eps.shape
+        z_mean, z_log_var = (ops.convert_to_numpy(t) for t in self.run_encoder(x, y))
+        z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps  # (b, c, d)
+        out = self.run_decoder(z.reshape(b * c, d), None if y is None else np.repeat(y, c, axis=0))
+        log_px_z = -ops.convert_to_numpy(self.reconstruction_nll(np.repeat(x, c, axis=0), out)).astype(np.float64)
+        log_pz = log_prior(z.reshape(b * c, d)).reshape(b, c)
+        log_qz = -0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + priors.LOG_2PI).sum(-1)
+        return log_px_z.reshape(b, c), {"z": log_pz - log_qz}
+
+    def numpy_log_prior(self):
+        """float64 log p(z) for z (n, d) under the model's prior."""
+        if self.prior == "normal":
+            return priors.log_standard_normal_numpy
+        means, log_vars = (ops.convert_to_numpy(t) for t in self.prior_components())
+        return lambda z: priors.log_mixture_numpy(z, means, log_vars)
+
     def get_config(self):
         return {
             **submodels.get_config(self, super().get_config()),
-            "likelihood": self.likelihood,
-            "beta": self.beta,
-            "free_bits": self.free_bits,
-            "gaussian_variance": self.gaussian_variance,
-            "seed": self.seed,
+            **self.objective_config(),
             "num_classes": self.num_classes,
-            "prior": self.prior,
-            "num_pseudo_inputs": self.num_pseudo_inputs,
-            "objective": self.objective,
-            "iw_samples": self.iw_samples,
         }
 
     @classmethod
