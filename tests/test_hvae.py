@@ -2,8 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -14,6 +12,7 @@ from kvae import HVAE, architectures, losses
 from kvae.callbacks import load_state
 from kvae.data import pipeline
 from kvae.hvae import kl_normal_per_dim
+from kvae_cli.main import main
 from kvae_contract.errors import ConfigError
 
 LOG_2PI = math.log(2 * math.pi)
@@ -170,22 +169,23 @@ ARGS = ["--levels", "2", "--mlp-hidden-units", "16", "--latent-dim", "3", "--tra
         "--batch-size", "50", "--seed", "2"]
 
 
-def _kvae(*args):
-    result = subprocess.run([sys.executable, "-m", "kvae_cli", *map(str, args)], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+def _kvae(capsys, *args):
+    """`kvae ARGS` in this process (the command line's own entry point; no TensorFlow start-up per call)."""
+    capsys.readouterr()
+    assert main([*map(str, args)]) == 0
+    return capsys.readouterr().out
 
 
-def test_a_two_level_run_resumes_exactly_and_evaluates_each_level(tmp_path):
+def test_a_two_level_run_resumes_exactly_and_evaluates_each_level(tmp_path, capsys):
     whole, split = tmp_path / "whole", tmp_path / "split"
-    _kvae("train", "--run-dir", whole, *ARGS, "--epochs", "2")
-    _kvae("train", "--run-dir", split, *ARGS, "--epochs", "1")
-    assert "after epoch 1 of 2" in _kvae("train", "--run-dir", split, *ARGS, "--epochs", "2")
+    _kvae(capsys, "train", "--run-dir", whole, *ARGS, "--epochs", "2")
+    _kvae(capsys, "train", "--run-dir", split, *ARGS, "--epochs", "1")
+    assert "after epoch 1 of 2" in _kvae(capsys, "train", "--run-dir", split, *ARGS, "--epochs", "2")
     assert load_state(whole)["history"] == load_state(split)["history"]  # every logged number, exactly
     assert {"kl_z1", "kl_z2", "val_kl_z1"} <= set(load_state(whole)["history"][-1])
     for name in ("levels_z1.png", "levels_z2.png", "samples.png", "traversal.png"):
         assert (whole / name).stat().st_size > 0
-    out = _kvae("evaluate", whole, "--k", "20", "--limit", "50")
+    out = _kvae(capsys, "evaluate", whole, "--k", "20", "--limit", "50")
     assert "level z1" in out and "level z2" in out
     result = json.loads((whole / "evaluation.json").read_text())
     assert [level["name"] for level in result["levels"]] == ["z1", "z2"]
@@ -193,7 +193,7 @@ def test_a_two_level_run_resumes_exactly_and_evaluates_each_level(tmp_path):
     assert result["latent_dim"] == 6 and math.isfinite(result["nll"])
 
 
-def test_two_levels_need_the_mlp():
-    result = subprocess.run([sys.executable, "-m", "kvae_cli", "train", "--levels", "2", "--architecture", "conv",
-                             "--run-dir", "unused"], capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "levels 2 (the HVAE) needs architecture mlp" in result.stderr
+def test_two_levels_need_the_mlp(tmp_path, capsys):
+    assert main(["train", "--levels", "2", "--architecture", "conv", "--run-dir", str(tmp_path / "r")]) == ConfigError.exit_code
+    assert "levels 2 (the HVAE) needs architecture mlp" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
