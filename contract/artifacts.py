@@ -15,15 +15,19 @@ import numpy as np
 
 # manifest.json
 MANIFEST = "manifest.json"  # at the top of the artifacts folder
-FORMAT_VERSION = 2  # what kvae export writes: 2 adds the "prior" key and a VampPrior's prior and log_prior models
-FORMAT_VERSIONS = (1, 2)  # every version this contract describes, all read by serving; 1 has no "prior" key
-NORMAL, VAMP = "normal", "vamp"  # manifest["prior"]["type"]
+FORMAT_VERSION = 2  # what kvae export writes for a one-level VAE: the "prior" key, a VampPrior's prior and log_prior
+HIERARCHICAL_FORMAT_VERSION = 3  # what it writes for a two-level HVAE: the "hierarchy" key and four models (below)
+FORMAT_VERSIONS = (1, 2, 3)  # every version this contract describes, all read by serving; 1 has no "prior" key
+NORMAL, VAMP = "normal", "vamp"  # manifest["prior"]["type"]; for an HVAE, the prior of its top level z2
+HIERARCHY = "hierarchy"  # the manifest key of format_version 3: {"levels": [{"name", "latent_dim"}, ...]}
+LEVELS = ("z1", "z2")  # an HVAE's levels, the one next to x first; its flat code is z = [z1 | z2]
 
 # Models.
 ENCODER, DECODER = "encoder", "decoder"
-PRIOR, LOG_PRIOR = "prior", "log_prior"  # VampPrior artifacts only
+PRIOR, LOG_PRIOR = "prior", "log_prior"  # VampPrior and HVAE artifacts only
 MODELS = (ENCODER, DECODER)  # every artifacts folder has them
 VAMP_MODELS = (PRIOR, LOG_PRIOR)  # and a VampPrior's also these, after them
+HIERARCHICAL_MODELS = (ENCODER, DECODER, PRIOR, LOG_PRIOR)  # an HVAE's, always all four (p(z1|z2) is learned)
 
 # The folder layout: paths relative to the artifacts folder, "/"-separated (as the manifest writes them).
 MODEL_VERSION = "1"  # the only version the layout holds (TensorFlow Serving's and Triton's version folder)
@@ -51,6 +55,22 @@ def prior_entry(num_components=None):
     return {"type": VAMP, "num_components": int(num_components)}
 
 
+def hierarchy_entry(latent_dims):
+    """The manifest's "hierarchy" of an HVAE with latent_dims (d1, d2).
+
+    {"levels": [{"name": "z1", "latent_dim": d1}, {"name": "z2", "latent_dim": d2}]}:
+    the levels in the order of the flat code z = [z1 | z2] (and of the noise
+    eps that makes it), so z1 = z[:, :d1] and z2 = z[:, d1:d1 + d2].
+    """
+    dims = [int(d) for d in latent_dims]
+    if len(dims) != len(LEVELS) or min(dims) < 1:
+        raise ValueError(
+            f"latent_dims must be {len(LEVELS)} positive ints, one per level {LEVELS}. "
+            f"Received: latent_dims={latent_dims!r}"
+        )
+    return {"levels": [{"name": name, "latent_dim": d} for name, d in zip(LEVELS, dims)]}
+
+
 # Tensors: the same names in the manifest, the ONNX graphs, the SavedModel signatures and the Triton configs.
 FP32 = "FP32"  # the contract's only datatype (Open Inference Protocol name)
 DTYPES = {FP32: np.float32}  # datatype -> NumPy
@@ -60,6 +80,7 @@ Z = "z"  # latent code [batch, latent_dim]: the decoder's and log_prior's input,
 X_MEAN, X_LOGITS = "x_mean", "x_logits"  # [batch, *input_shape]; x_logits for Bernoulli only
 EPS, COMPONENT = "eps", "component"  # prior inputs: temperature * N(0, I) noise [batch, latent_dim]; one-hot [batch, K]
 LOG_PZ = "log_pz"  # log_prior output: log p(z) [batch], nats
+LOG_QZ = "log_qz"  # HVAE encoder output: log q(z|x) [batch] at the z it drew from its input eps, nats
 
 
 def model_tensors(input_shape, latent_dim, likelihood, num_classes=None, num_components=None):
@@ -76,15 +97,12 @@ def model_tensors(input_shape, latent_dim, likelihood, num_classes=None, num_com
     image = [-1, *input_shape]  # [batch, height, width, channels]
     code = [-1, latent_dim]  # [batch, latent_dim]
     labels = [] if num_classes is None else [_fp32(LABELS, [-1, num_classes])]  # [batch, C], one-hot
-    decoder_outputs = [_fp32(X_MEAN, image)]
-    if likelihood == "bernoulli":
-        decoder_outputs.append(_fp32(X_LOGITS, image))
     tensors = {
         ENCODER: {
             "inputs": [_fp32(X, image), *labels],
             "outputs": [_fp32(Z_MEAN, code), _fp32(Z_LOG_VAR, code)],
         },
-        DECODER: {"inputs": [_fp32(Z, code), *labels], "outputs": decoder_outputs},
+        DECODER: {"inputs": [_fp32(Z, code), *labels], "outputs": _decoder_outputs(image, likelihood)},
     }
     if num_components is not None:
         tensors[PRIOR] = {
@@ -93,6 +111,34 @@ def model_tensors(input_shape, latent_dim, likelihood, num_classes=None, num_com
         }
         tensors[LOG_PRIOR] = {"inputs": [_fp32(Z, code)], "outputs": [_fp32(LOG_PZ, [-1])]}
     return tensors
+
+
+def hierarchical_model_tensors(input_shape, latent_dims, likelihood, num_components=None):
+    """The tensor table of a two-level HVAE (format_version 3): encoder, decoder, prior, log_prior, always.
+
+    latent_dims = (d1, d2); every code is the flat z = [z1 | z2] of
+    latent_dim = d1 + d2 numbers, and so is the noise eps that makes one.
+      encoder:   x [batch, *input_shape], eps [batch, latent_dim] -> z [batch, latent_dim], log_qz [batch]
+                 (a reparameterized draw from q(z2|x) q(z1|x, z2) and its log-density; eps = 0: the
+                 deterministic code)
+      decoder:   z -> x_mean[, x_logits], as model_tensors' decoder
+      prior:     eps [batch, latent_dim][, component [batch, K] one-hot for a VampPrior over z2] -> z
+      log_prior: z -> log_pz [batch] = log p(z1|z2) + log p(z2)
+    """
+    hierarchy_entry(latent_dims)  # checks them: two positive ints
+    image, code = [-1, *input_shape], [-1, sum(int(d) for d in latent_dims)]
+    components = [] if num_components is None else [_fp32(COMPONENT, [-1, num_components])]
+    return {
+        ENCODER: {"inputs": [_fp32(X, image), _fp32(EPS, code)], "outputs": [_fp32(Z, code), _fp32(LOG_QZ, [-1])]},
+        DECODER: {"inputs": [_fp32(Z, code)], "outputs": _decoder_outputs(image, likelihood)},
+        PRIOR: {"inputs": [_fp32(EPS, code), *components], "outputs": [_fp32(Z, code)]},
+        LOG_PRIOR: {"inputs": [_fp32(Z, code)], "outputs": [_fp32(LOG_PZ, [-1])]},
+    }
+
+
+def _decoder_outputs(image, likelihood):
+    """x_mean [batch, *input_shape], and for a Bernoulli likelihood x_logits after it."""
+    return [_fp32(X_MEAN, image), *([_fp32(X_LOGITS, image)] if likelihood == "bernoulli" else [])]
 
 
 def names(tensors, kind):
@@ -128,6 +174,8 @@ def draw_prior_noise(n, latent_dim, seed=None, num_components=None):
     = K) then component = rng.integers(0, K, size=n), from the same rng, else
     None. z is then temperature * eps (N(0, I)), or means[component] +
     exp(0.5 * log_vars[component]) * temperature * eps (the VampPrior).
+    An HVAE draws the same (eps, component) with latent_dim = d1 + d2 and
+    feeds temperature * eps (and the one-hot component) to its prior model.
     """
     rng = np.random.default_rng(seed)
     eps = rng.standard_normal((n, latent_dim), dtype=np.float32)

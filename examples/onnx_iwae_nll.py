@@ -13,6 +13,9 @@ that the exported graphs are the model kvae evaluates.
 - log p(z): the closed form of N(0, I), or, when manifest["prior"]["type"] is
   "vamp", the `log_prior` ONNX model (format_version 1 manifests have no
   "prior" key: N(0, I)).
+- A two-level HVAE (format_version 3, the "hierarchy" key): z = [z1 | z2] and
+  log q(z|x) come from the encoder model, fed x and the noise eps; log p(z) =
+  log p(z1|z2) + log p(z2) from the log_prior model, whatever the prior.
 - Noise: rng = numpy.random.default_rng(--seed); for each batch of --batch
   images, eps = rng.standard_normal((batch, k, latent_dim), dtype=float32).
   Consecutive draws continue one stream, so image i gets the i-th (k, latent_dim)
@@ -69,14 +72,15 @@ def session(artifacts, manifest, name):
 def log_prior_function(artifacts, manifest, max_floats=2**24):
     """z (m, d) -> float64 log p(z) (m,): the closed form of N(0, I), or the log_prior model.
 
-    The log_prior graph holds (rows, K, d) floats per call, so z goes in
-    chunks of max_floats / (K * d) rows (64 MB by default).
+    A VampPrior's log_prior graph holds (rows, K, d) floats per call, so z
+    goes in chunks of max_floats / (K * d) rows (64 MB by default). An HVAE
+    always has a log_prior model (p(z1|z2) is learned).
     """
     prior = manifest.get("prior", {"type": "normal"})
-    if prior["type"] == "normal":
+    if prior["type"] == "normal" and "hierarchy" not in manifest:
         return lambda z: -0.5 * (z.astype(np.float64) ** 2 + LOG_2PI).sum(-1)
     log_prior = session(artifacts, manifest, "log_prior")
-    rows = max(1, max_floats // (prior["num_components"] * manifest["latent_dim"]))
+    rows = max(1, max_floats // (prior.get("num_components", 1) * manifest["latent_dim"]))
 
     def log_pz(z):
         chunks = [log_prior.run(["log_pz"], {"z": z[i : i + rows]})[0] for i in range(0, len(z), rows)]
@@ -103,6 +107,30 @@ def decode(decoder, names, z, rows):
     return {name: np.concatenate([p[j] for p in parts]) for j, name in enumerate(names)}
 
 
+def one_level_draws(encoder, x, eps):
+    """z (b * k, d) and log q(z|x) (b, k) for x (b, ...) and eps (b, k, d): z = z_mean + exp(z_log_var / 2) * eps."""
+    z_mean, z_log_var = encoder.run(["z_mean", "z_log_var"], {"x": x})
+    z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps  # (b, k, d)
+    log_qz = -0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + LOG_2PI).sum(-1)
+    return z.reshape(-1, eps.shape[-1]), log_qz
+
+
+def hierarchical_draws(encoder, x, eps, rows):
+    """The same from an HVAE's encoder model, which draws z = [z1 | z2] itself from x and eps: x repeated k times.
+
+    eps[..., :d1] makes z1 and eps[..., d1:] makes z2, as in kvae's evaluate; at most `rows` rows per call.
+    """
+    b, k, d = eps.shape
+    x_rep = np.repeat(x, k, axis=0)  # (b * k, *input_shape), image-major like eps.reshape(b * k, d)
+    eps = eps.reshape(b * k, d)
+    parts = [
+        encoder.run(["z", "log_qz"], {"x": x_rep[i : i + rows], "eps": eps[i : i + rows]}) for i in range(0, b * k, rows)
+    ]
+    z = np.concatenate([p[0] for p in parts])
+    log_qz = np.concatenate([p[1] for p in parts]).astype(np.float64).reshape(b, k)
+    return z, log_qz
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("artifacts")
@@ -111,7 +139,7 @@ def main():
     p.add_argument("--limit", type=int, default=1000, help="the first N test images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch", type=int, default=20, help="images per encoder call and noise draw")
-    p.add_argument("--rows", type=int, default=10000, help="latent rows per decoder call (memory)")
+    p.add_argument("--rows", type=int, default=10000, help="latent rows per decoder (and HVAE encoder) call (memory)")
     args = p.parse_args()
 
     with open(os.path.join(args.artifacts, "manifest.json")) as f:
@@ -121,20 +149,23 @@ def main():
     names = [o["name"] for o in manifest["models"]["decoder"]["outputs"]]
     x_all = test_images(args.data_dir, manifest["likelihood"])[: args.limit]
 
+    hierarchical = "hierarchy" in manifest  # format_version 3
     rng = np.random.default_rng(args.seed)
     nll = []
     for i in range(0, len(x_all), args.batch):
         x = x_all[i : i + args.batch]
-        z_mean, z_log_var = enc.run(["z_mean", "z_log_var"], {"x": x})
-        b, d = z_mean.shape
+        b, d = len(x), manifest["latent_dim"]
         eps = rng.standard_normal((b, args.k, d), dtype=np.float32)
-        z = z_mean[:, None] + np.exp(0.5 * z_log_var)[:, None] * eps  # (b, k, d)
-        decoded = decode(dec, names, z.reshape(b * args.k, d), args.rows)
+        if hierarchical:
+            z, log_qz = hierarchical_draws(enc, x, eps, args.rows)  # (b * k, d), (b, k)
+        else:
+            z, log_qz = one_level_draws(enc, x, eps)
+        decoded = decode(dec, names, z, args.rows)
         x_rep = np.broadcast_to(x[:, None], (b, args.k) + x.shape[1:])
         log_w = (
-            log_likelihood(manifest, x_rep, decoded)
-            + log_prior(z.reshape(b * args.k, d)).reshape(b, args.k)  # log p(z)
-            + 0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + LOG_2PI).sum(-1)  # - log q(z|x)
+            log_likelihood(manifest, x_rep, decoded)  # log p(x|z)
+            + log_prior(z).reshape(b, args.k)  # log p(z)
+            - log_qz  # log q(z|x)
         )
         m = log_w.max(axis=1)
         nll.extend(-(m + np.log(np.exp(log_w - m[:, None]).mean(axis=1))))

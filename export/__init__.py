@@ -1,7 +1,9 @@
 """Export a trained kvae VAE as separate encoder and decoder models in SavedModel and ONNX.
 
 A VampPrior VAE also gets its learned prior as two models: prior (a seeded
-draw from the mixture, noise in, z out) and log_prior (z -> log p(z)).
+draw from the mixture, noise in, z out) and log_prior (z -> log p(z)). A
+two-level HVAE (kvae.hvae.HVAE) gets format_version 3: encoder (x, noise ->
+z, log q(z|x)), decoder, prior and log_prior on its flat code z = [z1 | z2].
 
     from . import export_run
     export_run("runs/fashion-mlp", "artifacts")

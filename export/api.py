@@ -11,7 +11,8 @@ import os
 import numpy as np
 
 from kvae_contract.artifacts import (
-    DECODER, ENCODER, LOG_PRIOR, PRIOR, model_tensors, onnx_path, saved_model_path, triton_config_path,
+    DECODER, ENCODER, LOG_PRIOR, PRIOR, hierarchical_model_tensors, hierarchy_entry, model_tensors, onnx_path,
+    saved_model_path, triton_config_path,
 )
 from kvae_contract.errors import DataError, MissingPathError, RunDirError
 
@@ -26,7 +27,7 @@ class ExportResult:
     out: str  # absolute path of the published folder
     manifest: dict  # what manifest.json holds
     # {model: {"saved_model"|"onnx": {output: max |backend - Keras|}}}; models: encoder, decoder[, prior, log_prior];
-    # log_pz: max |backend - Keras| / max(1, |Keras|) (export.verify)
+    # log_pz and log_qz: max |backend - Keras| / max(1, |Keras|) (export.verify)
     max_abs_diff: dict
 
 
@@ -35,7 +36,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
     """Writes `model` to `out` as SavedModel + ONNX + Triton configs + manifest.json.
 
     Args:
-        model: a trained kvae.VAE (any dtype policy: the export is float32).
+        model: a trained kvae.VAE or kvae.hvae.HVAE (any dtype policy: the export is float32).
         out: the artifacts folder to create (or replace, with force=True).
         check_images: float32 (n, *input_shape) in [0, 1]; the encoder is verified on them.
         check_labels: conditional models: the n labels of check_images (class
@@ -45,7 +46,9 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         test_metrics: dict stored as the manifest's "test_metrics".
 
     A VampPrior model (prior="vamp") also gets the prior and log_prior models,
-    its K components baked in as constants (ARTIFACTS.md).
+    its K components baked in as constants (ARTIFACTS.md). A two-level HVAE
+    gets format_version 3: the "hierarchy" key and its own four models
+    (encoder x, eps -> z, log_qz; decoder; prior; log_prior), whatever its prior.
     All exported models are reloaded and compared with Keras before anything
     is published; a difference above export.verify.TOLERANCE raises VerificationError
     (an ExportError) and leaves `out` as it was. A model trained under a mixed-precision
@@ -56,6 +59,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
 
     import kvae
     from . import manifest, onnx_export, saved_model, triton, verify
+    from kvae.hvae import HVAE
     from kvae.precision import float32_twin
 
     if keras.backend.backend() != "tensorflow":
@@ -64,16 +68,22 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
             f"Received backend: {keras.backend.backend()}. Train on any backend, `model.save('model.keras')`, "
             "then export under TensorFlow: `KERAS_BACKEND=tensorflow kvae export RUN_DIR --out ARTIFACTS`."
         )
-    if not isinstance(model, kvae.VAE):
-        raise ExportError(f"export_vae needs a kvae.VAE. Received: {type(model).__name__}")
+    if not isinstance(model, (kvae.VAE, HVAE)):
+        raise ExportError(f"export_vae needs a kvae.VAE or a kvae.hvae.HVAE. Received: {type(model).__name__}")
     model = float32_twin(model)  # serving runtimes expect float32 graphs
-    input_shape = tuple(int(d) for d in model.encoder.inputs[0].shape[1:])
+    input_shape = tuple(int(d) for d in model.input_shape_)
     latent_dim, likelihood, num_classes = model.latent_dim, model.likelihood, model.num_classes
     num_components = model.num_pseudo_inputs if model.prior == "vamp" else None
+    # An HVAE's levels (d1, d2) of its flat code z = [z1 | z2]; None for a one-level VAE.
+    hierarchy = hierarchy_entry(model.latent_dims) if isinstance(model, HVAE) else None
     x = _check_images(check_images, input_shape)
     y_x, y_z = _check_labels(model, check_labels, len(x)), verify.check_labels(verify.NUM_CHECK_LATENTS, num_classes)
-    tensors = model_tensors(input_shape, latent_dim, likelihood, num_classes, num_components)
-    modules = _modules(model, input_shape, tensors)
+    if hierarchy is None:
+        tensors = model_tensors(input_shape, latent_dim, likelihood, num_classes, num_components)
+        modules = _modules(model, input_shape, tensors)
+    else:
+        tensors = hierarchical_model_tensors(input_shape, model.latent_dims, likelihood, num_components)
+        modules = _hierarchical_modules(model, tensors)
     out = os.path.abspath(os.fspath(out))
     with publish.staging(out, force) as tmp:
         paths = {}
@@ -93,6 +103,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
                 "kvae_version": kvae.__version__,
                 **({} if num_classes is None else {"num_classes": num_classes}),
                 **({} if num_components is None else {"num_components": num_components}),
+                **({} if hierarchy is None else {"levels": hierarchy["levels"]}),
             }
             onnx_export.convert(module.serve, paths[name]["onnx"], name, tensors[name], metadata)
             triton.write_config(_under(tmp, triton_config_path(name)), name, tensors[name])
@@ -102,7 +113,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         log_var = float(np.asarray(model.log_var)) if likelihood == "gaussian" else None
         contents = manifest.build(
             tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, log_var,
-            num_classes, num_components,
+            num_classes, num_components, hierarchy,
         )
         manifest.write(tmp, contents)
     return ExportResult(out, contents, diffs)
@@ -134,6 +145,24 @@ def _modules(model, input_shape, tensors):
     return modules
 
 
+def _hierarchical_modules(model, tensors):
+    """{model name: tf.Module} of an HVAE: encoder, decoder, prior, log_prior (kvae_export.saved_model's Hierarchical*).
+
+    A VampPrior's components (over z2) are computed here, once, and baked into prior and log_prior as constants.
+    """
+    from . import saved_model
+    from .verify import prior_components
+
+    levels = model.latent_dims
+    components = prior_components(model) if model.prior == "vamp" else (None, None)
+    return {
+        ENCODER: saved_model.HierarchicalEncoderModule(model.encoder_z2, model.encoder_z1, levels, tensors[ENCODER]),
+        DECODER: saved_model.HierarchicalDecoderModule(model.decoder, levels, model.likelihood),
+        PRIOR: saved_model.HierarchicalPriorModule(model.prior_z1, levels, tensors[PRIOR], *components),
+        LOG_PRIOR: saved_model.HierarchicalLogPriorModule(model.prior_z1, levels, tensors[LOG_PRIOR], *components),
+    }
+
+
 def export_run(run_dir, out, force=False):
     """Exports the model of a `kvae train` run directory, checked on its dataset's first 256 test images.
 
@@ -158,6 +187,7 @@ def export_run(run_dir, out, force=False):
     import keras
 
     import kvae  # noqa: F401  registers kvae.VAE for load_model
+    import kvae.hvae  # noqa: F401  and kvae.hvae.HVAE
     from kvae.data import load_dataset
 
     try:

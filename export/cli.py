@@ -17,8 +17,8 @@ def add_parser(subparsers):
     """Registers the `export` subcommand on an argparse subparsers object; returns its parser."""
     p = subparsers.add_parser(
         "export",
-        help="export a trained run as SavedModel + ONNX (encoder, decoder; prior, log_prior for a VampPrior), "
-        "verified against Keras",
+        help="export a trained run as SavedModel + ONNX (encoder, decoder; prior, log_prior for a VampPrior "
+        "or a two-level HVAE), verified against Keras",
         description="Writes the artifacts folder described in ARTIFACTS.md, after checking that the "
         "SavedModel and ONNX outputs equal the Keras outputs within 1e-5.",
     )
@@ -40,9 +40,13 @@ def run(args):
 
 def summary(result):
     """A few lines: where each model went and the largest difference from Keras per backend (export.verify.compare)."""
-    from .verify import TOLERANCE
+    from .verify import RELATIVE_OUTPUTS, TOLERANCE
 
-    relative = ", log_pz relative to its size" if "log_prior" in result.max_abs_diff else ""
+    measured = {output for backends in result.max_abs_diff.values() for diffs in backends.values() for output in diffs}
+    densities = [name for name in RELATIVE_OUTPUTS if name in measured]  # log_pz, log_qz: relative to their size
+    relative = ""
+    if densities:
+        relative = f", {' and '.join(densities)} relative to {'its' if len(densities) == 1 else 'their'} size"
     lines = [f"exported to {result.out} (manifest.json; all outputs within {TOLERANCE:g} of Keras{relative})"]
     for name, entry in result.manifest["models"].items():
         diffs = result.max_abs_diff[name]

@@ -10,6 +10,12 @@ size grows with the distance from the components (hundreds of nats for z
 far from all of them), and float32 holds it to about 1e-7 of its size, so
 log_pz is held to TOLERANCE * max(1, |log p(z)|): absolute below 1 nat,
 relative above.
+
+A two-level HVAE (kvae.hvae.HVAE) has four models of its own
+(hierarchical_checks): each is checked against the same computation done
+with its Keras sub-models, the densities (log_qz, log_pz) in float64 as
+kvae.evaluate does them, and held to the same tolerances (log_qz, a
+log-density too, relative to its size like log_pz).
 """
 
 import numpy as np
@@ -22,7 +28,7 @@ from .errors import VerificationError
 TOLERANCE = 1e-5
 CHECK_SEED = 0  # seed of the random latents the decoders are checked on
 NUM_CHECK_LATENTS = 256
-RELATIVE_OUTPUTS = (names.LOG_PZ,)  # checked within TOLERANCE * max(1, |expected|)
+RELATIVE_OUTPUTS = (names.LOG_PZ, names.LOG_QZ)  # checked within TOLERANCE * max(1, |expected|)
 
 
 def check_latents(latent_dim):
@@ -91,6 +97,18 @@ def prior_checks(model):
     }
 
 
+def one_level_checks(model, paths, x, z, y_x=None, y_z=None):
+    """{model: (inputs, expected)} for a one-level VAE: encoder on x, decoder on z[, prior_checks(model)]."""
+    expected = keras_outputs(model, x, z, y_x, y_z)
+    inputs = {names.ENCODER: {names.X: x}, names.DECODER: {names.Z: z}}
+    if y_x is not None:
+        inputs[names.ENCODER][names.LABELS], inputs[names.DECODER][names.LABELS] = y_x, y_z
+    checks = {name: (inputs[name], expected[name]) for name in (names.ENCODER, names.DECODER)}
+    if names.PRIOR in paths:
+        checks.update(prior_checks(model))
+    return checks
+
+
 def run_onnx(path, inputs):
     """Runs an ONNX file on onnxruntime's CPU provider: dict of NumPy in, dict of NumPy out."""
     import onnxruntime as ort
@@ -100,27 +118,91 @@ def run_onnx(path, inputs):
     return dict(zip(names, session.run(None, inputs)))
 
 
+# The two-level HVAE: references computed with its Keras sub-models (float32), densities in float64.
+
+
+def hierarchical_encoder_reference(model, x, eps):
+    """What the HVAE's encoder model must output for x (n, *input_shape) and eps (n, d1 + d2).
+
+    z2 = z2_mean + exp(0.5 z2_log_var) * eps2, then z1 from q(z1|x, z2) the
+    same way, in float32 as kvae.evaluate draws them; log_qz (n,) in float64
+    from the noise (kvae.hvae.log_normal_from_noise, what evaluate uses).
+    """
+    from kvae.hvae import log_normal_from_noise
+
+    d1 = model.latent_dims[0]
+    eps1, eps2 = eps[:, :d1], eps[:, d1:]
+    z2_mean, z2_log_var = (np.asarray(t) for t in model.run(model.encoder_z2, x))
+    z2 = z2_mean + np.exp(0.5 * z2_log_var) * eps2
+    z1_mean, z1_log_var = (np.asarray(t) for t in model.run(model.encoder_z1, [x, z2]))
+    z1 = z1_mean + np.exp(0.5 * z1_log_var) * eps1
+    log_qz = log_normal_from_noise(eps1, z1_log_var) + log_normal_from_noise(eps2, z2_log_var)
+    return {names.Z: np.concatenate([z1, z2], axis=-1), names.LOG_QZ: log_qz}
+
+
+def hierarchical_decoder_reference(model, z):
+    """What the HVAE's decoder model must output for flat codes z: x_mean[, x_logits] from decoder([z1, z2])."""
+    reconstruction = np.asarray(model.decoder([np.asarray(t) for t in model.split(z)], training=False))
+    decoder = {names.X_MEAN: np.asarray(model.output_mean(reconstruction))}
+    if model.likelihood == "bernoulli":
+        decoder[names.X_LOGITS] = reconstruction
+    return decoder
+
+
+def hierarchical_log_prior_reference(model, z):
+    """What the HVAE's log_prior model must output: log p(z1|z2) + log p(z2), (n,), float64 (p(z1|z2) from Keras)."""
+    from kvae.hvae import log_normal_numpy
+
+    z1, z2 = model.split(z)
+    mean, log_var = model.run(model.prior_z1, z2)
+    return {names.LOG_PZ: log_normal_numpy(z1, mean, log_var) + model.numpy_log_prior()(z2)}
+
+
+def hierarchical_checks(model, x, z):
+    """{model: (inputs, expected)} for the four models of an HVAE.
+
+    encoder: every check image twice, with N(0, I) noise and with eps = 0 (the
+    deterministic code); decoder: the N(0, I) latents z; prior: N(0, I) noise
+    [and random one-hot components] against HVAE.generate_codes; log_prior:
+    N(0, I) latents and draws from the prior (prior_check_latents).
+    """
+    n, d = len(x), model.latent_dim
+    eps = np.concatenate([names.draw_prior_noise(n, d, CHECK_SEED)[0], np.zeros((n, d), np.float32)])
+    x2 = np.concatenate([x, x])
+    prior_inputs, component_ids = {names.EPS: z}, None
+    if model.prior == names.VAMP:
+        prior_inputs[names.COMPONENT] = check_components(len(z), model.num_pseudo_inputs)
+        component_ids = prior_inputs[names.COMPONENT].argmax(axis=1)
+    latents = prior_check_latents(model)
+    return {
+        names.ENCODER: ({names.X: x2, names.EPS: eps}, hierarchical_encoder_reference(model, x2, eps)),
+        names.DECODER: ({names.Z: z}, hierarchical_decoder_reference(model, z)),
+        names.PRIOR: (prior_inputs, {names.Z: model.generate_codes(z, component_ids)}),
+        names.LOG_PRIOR: ({names.Z: latents}, hierarchical_log_prior_reference(model, latents)),
+    }
+
+
 def verify(model, paths, x, z, y_x=None, y_z=None):
     """Checks both backends of every exported model against Keras.
 
     Args:
-        model: the kvae VAE (float32).
+        model: the kvae VAE or HVAE (float32).
         paths: {"encoder": {"saved_model": dir, "onnx": file}, "decoder": {...}[, "prior", "log_prior"]}.
         x: check images (n, *input_shape) float32; z: check latents (m, latent_dim) float32.
         y_x, y_z: conditional models only: one-hot labels (n, C) of x and (m, C) of z.
 
-    VampPrior models (paths has "prior") are also checked on prior_checks(model).
+    VampPrior models (paths has "prior") are also checked on prior_checks(model);
+    an HVAE's four models on hierarchical_checks(model, x, z).
     Returns {model: {backend: {output: max difference}}} (absolute; for log_pz
-    max |diff| / max(1, |log p(z)|)); raises VerificationError naming the model,
-    output and backend when one differs by more than TOLERANCE.
+    and log_qz max |diff| / max(1, |expected|)); raises VerificationError naming
+    the model, output and backend when one differs by more than TOLERANCE.
     """
-    expected = keras_outputs(model, x, z, y_x, y_z)
-    inputs = {names.ENCODER: {names.X: x}, names.DECODER: {names.Z: z}}
-    if y_x is not None:
-        inputs[names.ENCODER][names.LABELS], inputs[names.DECODER][names.LABELS] = y_x, y_z
-    checks = {name: (inputs[name], expected[name]) for name in (names.ENCODER, names.DECODER)}
-    if names.PRIOR in paths:
-        checks.update(prior_checks(model))
+    from kvae.hvae import HVAE
+
+    if isinstance(model, HVAE):
+        checks = hierarchical_checks(model, x, z)
+    else:
+        checks = one_level_checks(model, paths, x, z, y_x, y_z)
     runners = {"saved_model": saved_model.run, "onnx": run_onnx}
     diffs = {}
     for name, (feed, want) in checks.items():

@@ -6,7 +6,8 @@ the routing and knows nothing of sockets: serving/http.py carries it over HTTP
 
 Routes
     GET  /v2/health/live, /v2/health/ready, /v2
-    GET  /v2/models/{name}[/versions/1]          model metadata (encoder, decoder; prior, log_prior for a VampPrior)
+    GET  /v2/models/{name}[/versions/1]          model metadata (encoder, decoder; prior, log_prior for a VampPrior
+                                                 or an HVAE)
     GET  /v2/models/{name}[/versions/1]/ready
     POST /v2/models/{name}[/versions/1]/infer    JSON tensors, or binary tensor data
     POST /v1/generate     {"n", "seed", "temperature", "format"[, "label" | "labels"]} -> PNG grid, or JSON images

@@ -8,7 +8,7 @@ and without protoc in the build.
 
 What is answered: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata
 and ModelInfer, for every model of the artifacts (encoder and decoder; prior and
-log_prior for a VampPrior); the other methods answer UNIMPLEMENTED. ModelInfer reads
+log_prior for a VampPrior or an HVAE); the other methods answer UNIMPLEMENTED. ModelInfer reads
 FP32 inputs from raw_input_contents (little-endian bytes, one entry per input, in
 order) or from contents.fp32_contents, and answers in raw_output_contents, as Triton
 does. Every input passes the same checks as on HTTP (kvae_serving.protocol.check_*),

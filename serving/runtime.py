@@ -1,4 +1,9 @@
-"""The VAE on onnxruntime: encode, decode, sample, reconstruct, interpolate, log_prior. NumPy + onnxruntime only."""
+"""The VAE on onnxruntime: encode, decode, sample, reconstruct, interpolate, log_prior. NumPy + onnxruntime only.
+
+One-level VAEs (format_version 1 and 2) and two-level HVAEs (format_version 3,
+the flat code z = [z1 | z2]) have the same methods; an HVAE's go through its
+four models (ARTIFACTS.md, "The hierarchical VAE").
+"""
 
 import math
 import operator
@@ -45,8 +50,10 @@ class Runtime:
         self.likelihood = self.manifest.get("likelihood")
         self.num_classes = self.manifest.get("num_classes")  # None: unconditional
         prior = mf.prior_of(self.manifest)
-        self.prior = prior["type"]  # "normal" (N(0, I); also every format_version 1 artifact) or "vamp"
+        self.prior = prior["type"]  # "normal" (N(0, I); also every format_version 1 artifact) or "vamp"; HVAE: of z2
         self.num_components = prior.get("num_components")  # K of a VampPrior, else None
+        self.latent_dims = mf.latent_dims(self.manifest)  # an HVAE's (d1, d2), z = [z1 | z2]; None for one level
+        self.hierarchical = self.latent_dims is not None
         # model -> {"inputs"/"outputs": {tensor name: manifest entry {name, datatype, shape}}}
         self.models = {
             name: {kind: {t["name"]: t for t in self.manifest["models"][name][kind]} for kind in ("inputs", "outputs")}
@@ -151,8 +158,20 @@ class Runtime:
     # required there): an int for every row, n class ids, or (n, C) one-hot rows.
 
     def encode(self, x, labels=None):
-        """x (n, *input_shape) float pixels in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim)."""
+        """x (n, *input_shape) float pixels in [0, 1] -> (z_mean, z_log_var), each (n, latent_dim).
+
+        An HVAE returns (z, None): z is its deterministic code [z1 | z2], the
+        encoder model run with eps = 0 (z2's posterior mean, then z1's given
+        it; HVAE.encode's z_mean), used where a one-level z_mean is (reconstruct,
+        interpolate). There is no z_log_var to return: the variance of z1
+        depends on the z2 drawn. For draws from the posterior run the encoder
+        itself, run("encoder", {"x": x, "eps": eps}) -> z, log_qz.
+        """
         x = self.check_pixels(x)
+        if self.hierarchical:
+            eps = np.zeros((len(x), self.latent_dim), np.float32)  # the deterministic code
+            inputs = self._with_labels({mf.X: x, mf.EPS: eps}, labels, np.shape(x)[:1])  # labels refused: unconditional
+            return self.run(mf.ENCODER, inputs, [mf.Z])[mf.Z], None
         inputs = self._with_labels({mf.X: x}, labels, np.shape(x)[:1])
         out = self.run(mf.ENCODER, inputs, [mf.Z_MEAN, mf.Z_LOG_VAR])
         return out[mf.Z_MEAN], out[mf.Z_LOG_VAR]
@@ -206,27 +225,31 @@ class Runtime:
         return {**inputs, mf.LABELS: self.one_hot(labels, n)}
 
     def sample_z(self, n, seed=None, temperature=1.0):
-        """z (n, latent_dim) from the prior, drawn exactly as ARTIFACTS.md (and kvae's VAE.sample_prior) say.
+        """z (n, latent_dim) from the prior, drawn exactly as ARTIFACTS.md (and kvae's sample_prior) say.
 
         (eps, component) = kvae_contract.artifacts.draw_prior_noise(n, latent_dim, seed, K).
         N(0, I) prior: z = temperature * eps. VampPrior: the prior model maps
         (temperature * eps, one-hot component) to z = mu_c + exp(log_var_c / 2) * temperature * eps.
+        HVAE (either prior over z2): always the prior model, which maps the same
+        inputs to z = [z1 | z2] through p(z2) and p(z1|z2) (HVAE.sample_prior).
         """
         n, seed, temperature = _check_sampling(n, seed, temperature, self.max_batch_size)
         eps, component = artifacts.draw_prior_noise(n, self.latent_dim, seed, self.num_components)
-        if self.prior == mf.NORMAL:
+        if self.prior == mf.NORMAL and not self.hierarchical:
             return temperature * eps
-        one_hot = artifacts.one_hot(component, self.num_components)  # (n, K)
-        inputs = {mf.EPS: np.float32(temperature) * eps, mf.COMPONENT: one_hot}
+        inputs = {mf.EPS: np.float32(temperature) * eps}
+        if component is not None:
+            inputs[mf.COMPONENT] = artifacts.one_hot(component, self.num_components)  # (n, K)
         return self.run(mf.PRIOR, inputs, [mf.Z])[mf.Z]
 
     def log_prior(self, z):
         """log p(z) in nats, z (n, latent_dim) -> (n,) float32, under the artifacts' prior.
 
         VampPrior: the log_prior model, log (1/K) sum_k N(z | mu_k, diag exp(log_var_k)).
+        HVAE: the log_prior model, log p(z1|z2) + log p(z2).
         N(0, I): the closed form -0.5 * sum_d (z_d^2 + log 2 pi), in float64 then rounded.
         """
-        if self.prior == mf.VAMP:
+        if mf.LOG_PRIOR in self.models:
             return self.run(mf.LOG_PRIOR, {mf.Z: z}, [mf.LOG_PZ])[mf.LOG_PZ]
         z = self.check_input(mf.DECODER, mf.Z, z).astype(np.float64)  # the same (n, latent_dim) checks
         return (-0.5 * (z**2 + LOG_2PI).sum(axis=-1)).astype(np.float32)
@@ -234,7 +257,8 @@ class Runtime:
     def sample(self, n, seed=None, temperature=1.0, labels=None):
         """n images (n, *input_shape) decoded from seeded prior samples (sample_z); the same seed gives the same images.
 
-        The prior is the artifacts' own: N(0, I), or the learned VampPrior through the prior model.
+        The prior is the artifacts' own: N(0, I), or the learned VampPrior (or an HVAE's p(z2) p(z1|z2))
+        through the prior model.
 
         Conditional models decode with `labels`: an int (one class), n labels,
         or by default 0, 1, ..., C-1, 0, ... (every class in turn), as kvae's VAE.sample.

@@ -164,6 +164,7 @@ def test_onnx_metadata_props(exported):
         assert json.loads(props["input_shape"]) == [28, 28, 1]
         assert props["likelihood"] == likelihood
         assert props["prior"] == "normal" and "num_components" not in props
+        assert "levels" not in props  # one level: no hierarchy (format_version 2)
         assert props["kvae_version"] == kvae.__version__
 
 

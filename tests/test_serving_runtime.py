@@ -213,7 +213,18 @@ def _edit_manifest(path, change):
         (lambda p: (p / "manifest.json").unlink(), "manifest.json is missing"),
         (lambda p: (p / "manifest.json").write_text("{not json"), "not valid JSON"),
         (lambda p: _edit_manifest(p, lambda m: m.pop("latent_dim")), "missing keys ['latent_dim']"),
-        (lambda p: _edit_manifest(p, lambda m: m.update(format_version=3)), "format_version 3, this server reads 1"),
+        (
+            lambda p: _edit_manifest(p, lambda m: m.update(format_version=4)),
+            "format_version 4, this server reads 1, 2 and 3",
+        ),
+        (
+            lambda p: _edit_manifest(p, lambda m: m.update(format_version=3)),
+            "format_version 3 needs the key 'hierarchy'",
+        ),
+        (
+            lambda p: _edit_manifest(p, lambda m: m.update(hierarchy={"levels": []})),
+            "the key 'hierarchy' belongs to format_version 3, this manifest is format_version 2",
+        ),
         (lambda p: _edit_manifest(p, lambda m: m.pop("prior")), "format_version 2 needs the key 'prior'"),
         (lambda p: _edit_manifest(p, lambda m: m.update(prior={"type": "flow"})), "prior must be"),
         (
@@ -533,3 +544,13 @@ def test_serving_names_are_the_export_table():
         assert inputs == tensors.names(table[name], "inputs")
         assert set(outputs) <= set(tensors.names(table[name], "outputs"))
     assert mf.LABELS == tensors.LABELS and mf.X_LOGITS == tensors.X_LOGITS
+    # A two-level HVAE's four models (format_version 3), with either prior over z2.
+    for num_components in (None, 10):
+        table = tensors.hierarchical_model_tensors((28, 28, 1), (4, 3), "gaussian", num_components)
+        manifest = {"format_version": 3, "hierarchy": tensors.hierarchy_entry((4, 3)),
+                    "prior": tensors.prior_entry(num_components)}
+        assert mf.model_names(manifest) == list(table) == list(mf.HIERARCHICAL_REQUIRED_TENSORS)
+        for name in table:
+            inputs, outputs = mf.required_tensors(manifest, name)
+            assert inputs == tensors.names(table[name], "inputs")
+            assert outputs == tensors.names(table[name], "outputs")
