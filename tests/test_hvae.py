@@ -133,6 +133,17 @@ def test_iwae_history_reports_both_levels_the_bound_and_the_elbo(x_small):
     assert history["negative_iw_bound"][0] < history["negative_elbo"][0]
 
 
+def test_free_bits_floor_each_level_and_the_kl_weight_scales_the_penalty(x_small):
+    model = _model(free_bits=100.0)  # far above any dimension's KL: every one of the 3 + 2 dims sits on the floor
+    out = model(x_small[:30])
+    recon = float(np.mean(ops.convert_to_numpy(out["reconstruction_nll"])))
+    assert float(sum(ops.convert_to_numpy(t) for t in model.losses)) == pytest.approx(recon + 100.0 * 5, rel=1e-5)
+    model.kl_weight.assign(0.25)  # what the warm-up callback ramps
+    out = model(x_small[:30])
+    recon = float(np.mean(ops.convert_to_numpy(out["reconstruction_nll"])))
+    assert float(sum(ops.convert_to_numpy(t) for t in model.losses)) == pytest.approx(recon + 0.25 * 100.0 * 5, rel=1e-5)
+
+
 # === Sampling, saving ===
 
 
