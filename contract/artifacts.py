@@ -21,6 +21,10 @@ FORMAT_VERSIONS = (1, 2, 3)  # every version this contract describes, all read b
 NORMAL, VAMP = "normal", "vamp"  # manifest["prior"]["type"]; for an HVAE, the prior of its top level z2
 HIERARCHY = "hierarchy"  # the manifest key of format_version 3: {"levels": [{"name", "latent_dim"}, ...]}
 LEVELS = ("z1", "z2")  # an HVAE's levels, the one next to x first; its flat code is z = [z1 | z2]
+# Optional manifest key: [latent_dim] floats, each dimension's mean KL(q(z_d|x) || N(0, 1)) in nats over the test
+# set (an HVAE's z1: against p(z1|z2)), from the run's `kvae evaluate` (evaluation.json); absent when the run was
+# not evaluated. It says which latents the model uses.
+KL_PER_DIM = "kl_per_dim"
 
 # Models.
 ENCODER, DECODER = "encoder", "decoder"
@@ -41,6 +45,30 @@ def onnx_path(model):
 def triton_config_path(model):
     """onnx/<model>/config.pbtxt: the Triton model configuration of the ONNX file."""
     return f"onnx/{model}/config.pbtxt"
+
+
+# A few of the export's check images (real test images), for the explorer page: one PNG, the images side by side
+# in one row, each of the model's input size and channels, listed in "files" like every other file.
+TEST_IMAGES = "test_images.png"
+NUM_TEST_IMAGES = 24  # at most; fewer when the export had fewer check images (or classes ran short)
+
+
+def test_images_sprite(images):
+    """uint8 images (n, h, w, c) -> the picture of TEST_IMAGES, (h, n * w, c): image i in columns i*w .. (i+1)*w."""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    return images.transpose(1, 0, 2, 3).reshape(h, n * w, c)
+
+
+def test_images_from_sprite(picture, input_shape):
+    """The picture of TEST_IMAGES (h, n * w, c) -> the images (n, h, w, c); ValueError if it does not fit input_shape."""
+    h, w, c = input_shape
+    picture = np.asarray(picture)
+    if picture.ndim == 2:
+        picture = picture[..., None]
+    if picture.shape[0] != h or picture.shape[1] % w or picture.shape[1] == 0 or picture.shape[2] != c:
+        raise ValueError(f"{TEST_IMAGES} is {list(picture.shape)}, not a row of images shaped {list(input_shape)}")
+    return picture.reshape(h, picture.shape[1] // w, w, c).transpose(1, 0, 2, 3)
 
 
 def saved_model_path(model):

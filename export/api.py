@@ -11,7 +11,7 @@ import os
 import numpy as np
 
 from kvae_contract.artifacts import (
-    DECODER, ENCODER, LOG_PRIOR, PRIOR, hierarchical_model_tensors, hierarchy_entry, model_tensors, onnx_path,
+    DECODER, ENCODER, KL_PER_DIM, LOG_PRIOR, PRIOR, hierarchical_model_tensors, hierarchy_entry, model_tensors, onnx_path,
     saved_model_path, triton_config_path,
 )
 from kvae_contract.errors import DataError, MissingPathError, RunDirError
@@ -32,7 +32,7 @@ class ExportResult:
 
 
 def export_vae(model, out, *, check_images, check_labels=None, force=False, training_config=None,
-               test_metrics=None):
+               test_metrics=None, kl_per_dim=None):
     """Writes `model` to `out` as SavedModel + ONNX + Triton configs + manifest.json.
 
     Args:
@@ -44,6 +44,8 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         force: replace an existing `out`.
         training_config: dict stored as the manifest's "training_config" (the run's config.json).
         test_metrics: dict stored as the manifest's "test_metrics".
+        kl_per_dim: latent_dim floats, each latent's mean KL in nats over the test set (the run's
+            `kvae evaluate`), stored as the manifest's "kl_per_dim"; None leaves the key out.
 
     A VampPrior model (prior="vamp") also gets the prior and log_prior models,
     its K components baked in as constants (ARTIFACTS.md). A two-level HVAE
@@ -53,12 +55,14 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
     is published; a difference above export.verify.TOLERANCE raises VerificationError
     (an ExportError) and leaves `out` as it was. A model trained under a mixed-precision
     policy is exported as its float32 twin (same weights, float32 layers,
-    kvae.precision.float32_twin), and verified against that twin. Returns an ExportResult.
+    kvae.precision.float32_twin), and verified against that twin. Up to 24 of the check
+    images are also written as test_images.png (export.test_images), for the explorer page.
+    Returns an ExportResult.
     """
     import keras
 
     import kvae
-    from . import manifest, onnx_export, saved_model, triton, verify
+    from . import manifest, onnx_export, saved_model, test_images, triton, verify
     from kvae.hvae import HVAE
     from kvae.precision import float32_twin
 
@@ -78,6 +82,7 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
     hierarchy = hierarchy_entry(model.latent_dims) if isinstance(model, HVAE) else None
     x = _check_images(check_images, input_shape)
     y_x, y_z = _check_labels(model, check_labels, len(x)), verify.check_labels(verify.NUM_CHECK_LATENTS, num_classes)
+    kl_per_dim = _kl_per_dim(kl_per_dim, latent_dim)
     if hierarchy is None:
         tensors = model_tensors(input_shape, latent_dim, likelihood, num_classes, num_components)
         modules = _modules(model, input_shape, tensors)
@@ -111,9 +116,10 @@ def export_vae(model, out, *, check_images, check_labels=None, force=False, trai
         # The Gaussian's pixel variance lives in the VAE, not the decoder: a
         # likelihood computed from the artifacts needs it.
         log_var = float(np.asarray(model.log_var)) if likelihood == "gaussian" else None
+        test_images.write(tmp, x, None if y_x is None else np.argmax(y_x, axis=1), num_classes)
         contents = manifest.build(
             tmp, kvae.__version__, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics, log_var,
-            num_classes, num_components, hierarchy,
+            num_classes, num_components, hierarchy, kl_per_dim,
         )
         manifest.write(tmp, contents)
     return ExportResult(out, contents, diffs)
@@ -166,7 +172,9 @@ def _hierarchical_modules(model, tensors):
 def export_run(run_dir, out, force=False):
     """Exports the model of a `kvae train` run directory, checked on its dataset's first 256 test images.
 
-    Reads RUN_DIR/model.keras, config.json and (if present) test_metrics.json. A RUN_DIR without them
+    Reads RUN_DIR/model.keras, config.json and (if present) test_metrics.json and evaluation.json:
+    the manifest's "kl_per_dim" comes from evaluation.json (`kvae evaluate`), else from test_metrics.json
+    if it has the key, else the manifest has none. A RUN_DIR without them
     raises MissingPathError, an OUT that exists without force OutputExistsError (both usage errors),
     damaged run files RunDirError, unreadable check images DataError.
     """
@@ -174,7 +182,7 @@ def export_run(run_dir, out, force=False):
 
     run_dir = os.fspath(run_dir)
     run = RunDir(run_dir)
-    model_path, config_path, metrics_path = run.model, run.config, run.test_metrics
+    model_path, config_path, metrics_path, evaluation_path = run.model, run.config, run.test_metrics, run.evaluation
     for path in (model_path, config_path):
         if not os.path.isfile(path):
             raise MissingPathError(
@@ -183,6 +191,12 @@ def export_run(run_dir, out, force=False):
     publish.check_target(os.path.abspath(os.fspath(out)), force)  # fail before the slow part
     config = _read_json(config_path)
     metrics = _read_json(metrics_path) if os.path.isfile(metrics_path) else None
+    evaluation = _read_json(evaluation_path) if os.path.isfile(evaluation_path) else None
+    kl_source, kl_per_dim = next(
+        ((path, found[KL_PER_DIM]) for path, found in ((evaluation_path, evaluation), (metrics_path, metrics))
+         if isinstance(found, dict) and KL_PER_DIM in found),
+        (None, None),
+    )
 
     import keras
 
@@ -209,8 +223,15 @@ def export_run(run_dir, out, force=False):
         model = keras.saving.load_model(model_path, compile=False)  # no optimizer needed to export
     except Exception as e:  # a corrupt or foreign file: Keras raises ValueError, zipfile errors, ...
         raise RunDirError(f"Cannot load {model_path}: {e}. {redo}") from e
+    try:
+        kl_per_dim = _kl_per_dim(kl_per_dim, model.latent_dim)
+    except ExportError as e:
+        raise RunDirError(
+            f"{kl_source}: {e}. It is not this model's evaluation: run `kvae evaluate {run_dir}` again, or delete it."
+        ) from None
     return export_vae(
-        model, out, check_images=x, check_labels=labels, force=force, training_config=config, test_metrics=metrics
+        model, out, check_images=x, check_labels=labels, force=force, training_config=config, test_metrics=metrics,
+        kl_per_dim=kl_per_dim,
     )
 
 
@@ -220,6 +241,23 @@ def _read_json(path):
             return json.load(f)
     except (OSError, ValueError) as e:
         raise RunDirError(f"Cannot read {path}: {e}. The run directory is damaged: train it again.") from e
+
+
+def _kl_per_dim(values, latent_dim):
+    """`values` as a list of latent_dim finite floats (None stays None), or ExportError saying what is wrong."""
+    if values is None:
+        return None
+    try:
+        kl = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        kl = None
+    if kl is None or kl.shape != (latent_dim,):
+        received = "not a list of numbers" if kl is None else f"shape {list(kl.shape)}"
+    elif not np.all(np.isfinite(kl)):
+        received = "NaN or Inf"
+    else:
+        return [float(v) for v in kl]
+    raise ExportError(f"{KL_PER_DIM} must be {latent_dim} finite numbers, one per latent dimension; received {received}")
 
 
 def _check_labels(model, labels, n):

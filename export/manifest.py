@@ -36,7 +36,7 @@ CONDITIONAL = (
 
 
 def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, training_config, test_metrics,
-          observation_log_var=None, num_classes=None, num_components=None, hierarchy=None):
+          observation_log_var=None, num_classes=None, num_components=None, hierarchy=None, kl_per_dim=None):
     """The manifest dict of ARTIFACTS.md for the files now under `out` (hashes them).
 
     Every model of `tensors` (the table of kvae_contract.artifacts.model_tensors) is
@@ -47,6 +47,7 @@ def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, train
     hierarchy (kvae_contract.artifacts.hierarchy_entry) and the table of
     hierarchical_model_tensors: its manifest is format_version 3 with the key
     "hierarchy" after "latent_dim"; one-level manifests stay version 2, without it.
+    kl_per_dim (latent_dim floats, from the run's evaluation) adds the optional key "kl_per_dim" at the end.
     """
     models = {
         name: {
@@ -85,6 +86,7 @@ def build(out, kvae_version, input_shape, latent_dim, likelihood, tensors, train
         "files": file_hashes(out),
         "training_config": training_config,
         "test_metrics": test_metrics,
+        **({} if kl_per_dim is None else {names.KL_PER_DIM: [float(v) for v in kl_per_dim]}),
     }
 
 

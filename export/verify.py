@@ -9,7 +9,12 @@ by kvae.priors.log_mixture_numpy (float64). log p(z) is a log-density whose
 size grows with the distance from the components (hundreds of nats for z
 far from all of them), and float32 holds it to about 1e-7 of its size, so
 log_pz is held to TOLERANCE * max(1, |log p(z)|): absolute below 1 nat,
-relative above.
+relative above. Bernoulli logits (x_logits) are log-odds with the same
+property: a well-trained decoder is sure of its background pixels, with
+logits of -30 and beyond, where float32 and a different summation order
+(oneDNN vs onnxruntime's kernels) move them by a few 1e-5 (4.2e-5 measured on
+the 350-epoch fashion-mlp model); they are held to the same relative bound.
+x_mean, the probabilities, stays absolute.
 
 A two-level HVAE (kvae.hvae.HVAE) has four models of its own
 (hierarchical_checks): each is checked against the same computation done
@@ -28,7 +33,7 @@ from .errors import VerificationError
 TOLERANCE = 1e-5
 CHECK_SEED = 0  # seed of the random latents the decoders are checked on
 NUM_CHECK_LATENTS = 256
-RELATIVE_OUTPUTS = (names.LOG_PZ, names.LOG_QZ)  # checked within TOLERANCE * max(1, |expected|)
+RELATIVE_OUTPUTS = (names.LOG_PZ, names.LOG_QZ, names.X_LOGITS)  # checked within TOLERANCE * max(1, |expected|)
 
 
 def check_latents(latent_dim):
@@ -216,7 +221,7 @@ def verify(model, paths, x, z, y_x=None, y_z=None):
 def compare(model_name, backend, expected, got):
     """{output: max difference} of `got` against `expected`; VerificationError if any is too large.
 
-    The difference is absolute, except for RELATIVE_OUTPUTS (log_pz): there
+    The difference is absolute, except for RELATIVE_OUTPUTS (log_pz, log_qz, x_logits): there
     max |got - expected| / max(1, |expected|).
     """
     if sorted(got) != sorted(expected):

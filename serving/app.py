@@ -11,8 +11,13 @@ Routes
     GET  /v2/models/{name}[/versions/1]/ready
     POST /v2/models/{name}[/versions/1]/infer    JSON tensors, or binary tensor data
     POST /v1/generate     {"n", "seed", "temperature", "format"[, "label" | "labels"]} -> PNG grid, or JSON images
+                          (and their codes z)
     POST /v1/reconstruct  JSON {"images": [...], "format"[, "labels"]} or an image file body (?label=k)
                           -> PNG grid, or JSON images
+    POST /v1/encode       the same inputs -> JSON codes {"z", "z_log_var" (null for an HVAE)[, "images": a file's pixels]}
+    GET  /v1/model        JSON: latent_dim, classes, prior, levels, kl_per_dim, test images, limits (what the page needs)
+    GET  /v1/test-images  the artifacts' test images (test_images.png): PNG grid, or JSON images (?format=json)
+    GET  /, /explorer/*   the latent-space explorer page (serving/static.py: a fixed list of files)
 Conditional models (num_classes in the manifest) take labels: "label": k for
 every image, or "labels": one class id per image; /v1/generate without them
 draws the classes in turn. OIP infer passes the one-hot input y like any input.
@@ -30,9 +35,11 @@ from importlib import metadata
 import numpy as np
 import orjson
 
-from . import images, protocol
+from kvae_contract.artifacts import KL_PER_DIM, default_labels
+
+from . import images, protocol, static, test_images
 from .errors import InputError, KvaeError, NotFoundError
-from .manifest import MODEL_VERSION
+from .manifest import HIERARCHY, MODEL_VERSION
 
 MAX_BATCH_SIZE = 1024
 MAX_BODY_BYTES = 64 * 2**20  # a full JSON batch of 1024 28x28 images is about 16 MiB
@@ -68,14 +75,20 @@ class App:
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.ready = True
+        self.test_images = test_images.load(runtime)  # (images, labels), or None for artifacts without them
         self.routes = {  # path -> (method, endpoint label, handler(headers, body, query))
             "/v2/health/live": ("GET", "live", lambda *_: _json({"live": True})),
             "/v2/health/ready": ("GET", "ready", lambda *_: self.readiness()),
             "/v2": ("GET", "server_metadata", lambda *_: _json(self.server_metadata())),
             "/v1/generate": ("POST", "generate", self.generate),
             "/v1/reconstruct": ("POST", "reconstruct", self.reconstruct),
+            "/v1/encode": ("POST", "encode", self.encode),
+            "/v1/model": ("GET", "model", lambda *_: _json(self.model_facts())),
+            "/v1/test-images": ("GET", "test_images", self.test_images_route),
             "/metrics": ("GET", "metrics", self.metrics_text),
         }
+        for path, (headers, payload) in static.load().items():  # the explorer page: these paths and no others
+            self.routes[path] = ("GET", "explorer", lambda *_, h=headers, p=payload: (200, dict(h), p))
         self._model_routes = {}  # path -> what _model_route made of it (a few per model)
 
     def handle(self, method, path, query, headers, body, protocol_name="http"):
@@ -184,8 +197,12 @@ class App:
             raise InputError(f"n must be <= {self.max_batch_size} (the server's --max-batch-size), received {n}.")
         seed = params["seed"] if params["seed"] is not None else secrets.randbelow(2**31)
         labels = _labels(params)
-        x = self.runtime.sample(n, seed, params["temperature"], labels)
-        extra = {"seed": seed, "temperature": params["temperature"]}
+        # Runtime.sample's steps, kept apart so that JSON answers carry the codes behind the images too.
+        z = self.runtime.sample_z(n, seed, params["temperature"])
+        if labels is None and self.runtime.num_classes is not None:
+            labels = default_labels(len(z), self.runtime.num_classes)  # every class in turn, as Runtime.sample
+        x = self.runtime.decode(z, labels)
+        extra = {"seed": seed, "temperature": params["temperature"], "z": z}
         if labels is not None:
             extra["labels"] = labels
         return self._images(x, headers, params["format"] or query.get("format"), extra)
@@ -203,6 +220,51 @@ class App:
             labels = _labels(params)
         x = self.runtime.reconstruct(x, labels)
         return self._images(x, headers, fmt, {})
+
+    def encode(self, headers, body, query):
+        """Codes of images sent as /v1/reconstruct takes them: the encoder's z_mean and z_log_var (an HVAE: z, null).
+
+        An image file's answer also holds its pixels as the model reads them (its size
+        checked, converted to the model's channels), which the client cannot know otherwise.
+        """
+        media = _content_type(headers, (protocol.JSON_TYPE, FORM_TYPE, "image/*"))
+        extra = {}
+        if media.startswith("image/"):
+            x = extra["images"] = images.read_image(body, self.runtime.input_shape)
+            labels = _labels({"label": _query_int(query, "label")})
+        else:
+            params = _json_params(headers, body, {"images": None, "label": None, "labels": None})
+            x = self._json_images(params.get("images"))
+            labels = _labels(params)
+        z, z_log_var = self.runtime.encode(x, labels)
+        return _json({"shape": list(z.shape), "z": z, "z_log_var": z_log_var, **extra})
+
+    def model_facts(self):
+        """What a client needs to draw and explore this model without reading the manifest itself."""
+        runtime, manifest = self.runtime, self.runtime.manifest
+        return {
+            "latent_dim": runtime.latent_dim,
+            "input_shape": list(runtime.input_shape),
+            "num_classes": runtime.num_classes,
+            "prior": runtime.prior,
+            "num_components": runtime.num_components,
+            "levels": manifest[HIERARCHY]["levels"] if runtime.hierarchical else None,
+            "likelihood": runtime.likelihood,
+            "models": list(runtime.models),
+            KL_PER_DIM: manifest.get(KL_PER_DIM),  # from the run's `kvae evaluate`, when it was evaluated
+            "test_images": 0 if self.test_images is None else len(self.test_images[0]),
+            "max_batch_size": self.max_batch_size,
+            "max_body_bytes": self.max_body_bytes,
+        }
+
+    def test_images_route(self, headers, body, query):
+        if self.test_images is None:
+            raise NotFoundError(
+                "these artifacts have no test images (test_images.png, written by kvae export since the explorer): "
+                "re-export the model to get them, or send your own images."
+            )
+        x, labels = self.test_images
+        return self._images(x, headers, query.get("format"), {} if labels is None else {"labels": labels})
 
     def _json_images(self, value):
         """A JSON array of images (n, *input_shape), or (n, h, w) for one channel, pixels in [0, 1] -> float32."""

@@ -2,14 +2,15 @@
 
 import hashlib
 import json
+import math
 import os
 
 # The names fixed by ARTIFACTS.md come from the contract (kvae_export writes with the same module);
 # the runtime and server use them as manifest.<NAME>.
 from kvae_contract.artifacts import (  # noqa: F401
     COMPONENT, DECODER, ENCODER, EPS, FORMAT_VERSIONS, HIERARCHICAL_FORMAT_VERSION, HIERARCHICAL_MODELS, HIERARCHY,
-    LABELS, LEVELS, LOG_PRIOR, LOG_PZ, LOG_QZ, MANIFEST, MODEL_VERSION, MODELS, NORMAL, PRIOR, VAMP, VAMP_MODELS, X,
-    X_LOGITS, X_MEAN, Z, Z_LOG_VAR, Z_MEAN,
+    KL_PER_DIM, LABELS, LEVELS, LOG_PRIOR, LOG_PZ, LOG_QZ, MANIFEST, MODEL_VERSION, MODELS, NORMAL, PRIOR, TEST_IMAGES,
+    VAMP, VAMP_MODELS, X, X_LOGITS, X_MEAN, Z, Z_LOG_VAR, Z_MEAN,
 )
 
 from .errors import ArtifactError, MissingArtifactsError
@@ -117,6 +118,7 @@ def _check(m):
         raise ArtifactError(f"num_classes must be an int >= 2, got {m['num_classes']!r}")
     _check_prior(m)
     _check_hierarchy(m)
+    _check_kl_per_dim(m)
     for name in model_names(m):
         inputs, outputs = required_tensors(m, name)
         model = m["models"].get(name)
@@ -157,6 +159,20 @@ def _check_prior(m):
         )
     if prior["type"] == VAMP and not (_is_int(prior.get("num_components")) and prior["num_components"] >= 1):
         raise ArtifactError(f"a vamp prior needs num_components, a positive int; got {prior.get('num_components')!r}")
+
+
+def _check_kl_per_dim(m):
+    """The optional "kl_per_dim": latent_dim finite numbers (each latent's mean KL over the test set, in nats)."""
+    if KL_PER_DIM not in m:
+        return
+    kl = m[KL_PER_DIM]
+    finite = isinstance(kl, list) and all(_is_finite_number(v) for v in kl)
+    if not (finite and len(kl) == m["latent_dim"]):
+        received = f"{len(kl)} values" if isinstance(kl, list) else type(kl).__name__
+        raise ArtifactError(
+            f"{KL_PER_DIM} must be a list of {m['latent_dim']} finite numbers (latent_dim), received {received}"
+            + (" with a non-number, NaN or Inf" if isinstance(kl, list) and len(kl) == m["latent_dim"] else "")
+        )
 
 
 def _check_hierarchy(m):
@@ -236,6 +252,16 @@ def read_verified(artifacts_dir, manifest, relpath):
             f"{path} is corrupt or was changed after export: sha256 {actual}, manifest.json says {expected}. {redo}"
         )
     return data
+
+
+def _is_finite_number(v):
+    """An int or float (not a bool) with a finite float value (JSON allows NaN, Infinity and 400-digit ints)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
 
 
 def _is_int(v):

@@ -193,7 +193,8 @@ def serve(options):
     url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
     grpc = f"; gRPC on {options.host}:{grpc_port}" if grpc_port is not None else ""
     print(f"kvae serving {options.artifacts} on {url} (models: {', '.join(models)}{grpc}; "
-          f"{options.workers} worker{'s' * (options.workers > 1)} x {worker_threads(options)} threads)", flush=True)
+          f"{options.workers} worker{'s' * (options.workers > 1)} x {worker_threads(options)} threads); "
+          f"explorer: {url}/", flush=True)
     if options.workers == 1:
         run_worker(options, sock, grpc_port)
         return 0

@@ -2,7 +2,9 @@
 
 serving_artifacts: `kvae_export.export_run` of conftest's tiny_run; serving_runtime: a Runtime on them;
 vamp_artifacts, vamp_runtime: the same for conftest's tiny_vamp_run (a VampPrior, K = 10);
-live_server: the real HTTP server on 127.0.0.1 (a free port) in a background thread.
+live_server: the real HTTP server on 127.0.0.1 (a free port) in a background thread;
+conditional_2d_artifacts: a conditional model with two latent dimensions, evaluated (`kvae evaluate`: kl_per_dim)
+before it is exported (the explorer's class picker, plane and KL ranking).
 """
 
 import http.client
@@ -45,6 +47,22 @@ def vamp_runtime(vamp_artifacts):
     from kvae_serving.runtime import Runtime
 
     return Runtime(vamp_artifacts)
+
+
+@pytest.fixture(scope="session")
+def conditional_2d_artifacts(splits, tmp_path_factory):
+    """A Bernoulli MLP VAE on 10 classes with latent_dim 2, one epoch on 1,000 real images, evaluated on 200 test
+    images (k = 2: evaluation.json with kl_per_dim, which export_run copies into the manifest), then exported."""
+    import kvae_export
+    from kvae.runs import evaluate_run
+    from tests.conftest import _train_tiny
+
+    run_dir = tmp_path_factory.mktemp("conditional_2d_run")
+    _train_tiny(run_dir, splits, train_limit=1000, latent_dim=2, num_classes=10)
+    evaluate_run(run_dir, k=2, limit=200, verbose=0)
+    out = tmp_path_factory.mktemp("serving_conditional_2d") / "artifacts"
+    kvae_export.export_run(run_dir, out)
+    return out
 
 
 @pytest.fixture(scope="session")

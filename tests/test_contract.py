@@ -110,7 +110,7 @@ def test_every_name_of_the_module_is_on_the_page(page):
 def test_the_layout(page):
     (tree,) = _code_blocks(page, "")
     paths = [line.split()[0] for line in tree.splitlines()[1:] if line.strip()]  # below ARTIFACTS/
-    expected = [contract.MANIFEST]
+    expected = [contract.MANIFEST, contract.TEST_IMAGES]
     for model in contract.MODELS:
         expected.append(contract.saved_model_path(model) + "/")
     for model in contract.MODELS:
@@ -142,6 +142,23 @@ def test_the_manifest_example_and_format_versions(page):
     assert json.dumps(contract.prior_entry()) in page
     assert json.dumps(contract.prior_entry(K)).replace(str(K), "K") in page
     assert f"`{contract.MANIFEST}`" in page
+
+
+def test_the_optional_keys_and_test_images(page):
+    (example,) = _code_blocks(_section(page, "manifest.json"), "json")
+    kl = json.loads(example)[contract.KL_PER_DIM]
+    assert len(kl) == LATENT_DIM and all(isinstance(v, float) and v >= 0 for v in kl)
+    assert f"- `{contract.KL_PER_DIM}` (optional, any format version)" in _section(page, "manifest.json")
+    section = _section(page, "Test images")
+    assert f"`{contract.TEST_IMAGES}` holds up to {contract.NUM_TEST_IMAGES} of the export's check images" in section
+    assert "image `i`\nis of class `i % C`" in section
+    images = np.arange(5 * 3 * 2 * 1, dtype=np.uint8).reshape(5, 3, 2, 1)  # n, h, w, c
+    picture = contract.test_images_sprite(images)
+    assert picture.shape == (3, 5 * 2, 1)
+    np.testing.assert_array_equal(picture[:, 2 * 4 : 2 * 5], images[4])  # image i in columns i*w .. (i+1)*w
+    np.testing.assert_array_equal(contract.test_images_from_sprite(picture[..., 0], (3, 2, 1)), images)
+    with pytest.raises(ValueError, match="not a row of images"):
+        contract.test_images_from_sprite(picture, (3, 3, 1))
 
 
 @pytest.mark.parametrize("num_components", [None, 7])

@@ -481,3 +481,26 @@ def test_failed_prior_verification_publishes_nothing(tiny_vamp_run, check_images
     with pytest.raises(ExportError, match=message + ".*nothing was published"):
         export_vae(tiny_vamp_run[1].model, out, check_images=check_images)
     assert os.listdir(tmp_path / "new") == []
+
+
+def test_large_logits_are_held_to_a_bound_relative_to_their_size(tiny_run, check_images, tmp_path):
+    """A decoder sure of its pixels (logits far from 0) exports: float32 holds those to ~1e-7 of their size."""
+    import keras
+    import onnxruntime as ort
+
+    import kvae_export.verify
+
+    model = keras.saving.load_model(os.path.join(tiny_run[0], "model.keras"), compile=False)
+    output = model.decoder.get_layer("output")
+    kernel, bias = output.get_weights()
+    output.set_weights([kernel, bias - 1000.0])  # every pixel sure to be off: logits near -1000
+    result = export_vae(model, tmp_path / "out", check_images=check_images)
+    z = kvae_export.verify.check_latents(model.latent_dim)
+    session = ort.InferenceSession(str(tmp_path / "out" / "onnx" / "decoder" / "1" / "model.onnx"))
+    logits = session.run(["x_logits"], {"z": z})[0]
+    want = np.asarray(model.decoder(z))
+    assert np.abs(want).min() > 900
+    # What an absolute bound of 1e-5 would have refused, the relative one accepts, and reports.
+    assert np.abs(logits - want).max() > TOLERANCE
+    assert (np.abs(logits - want) / np.maximum(1.0, np.abs(want))).max() <= TOLERANCE
+    assert result.max_abs_diff["decoder"]["onnx"]["x_logits"] <= TOLERANCE
