@@ -43,10 +43,11 @@ def summary(result):
     from .verify import RELATIVE_OUTPUTS, TOLERANCE
 
     measured = {output for backends in result.max_abs_diff.values() for diffs in backends.values() for output in diffs}
-    densities = [name for name in RELATIVE_OUTPUTS if name in measured]  # log_pz, log_qz: relative to their size
+    scaled = [name for name in RELATIVE_OUTPUTS if name in measured]  # log_pz, log_qz, x_logits: relative to their size
     relative = ""
-    if densities:
-        relative = f", {' and '.join(densities)} relative to {'its' if len(densities) == 1 else 'their'} size"
+    if scaled:
+        names = scaled[0] if len(scaled) == 1 else f"{', '.join(scaled[:-1])} and {scaled[-1]}"
+        relative = f", {names} relative to {'its' if len(scaled) == 1 else 'their'} size"
     lines = [f"exported to {result.out} (manifest.json; all outputs within {TOLERANCE:g} of Keras{relative})"]
     for name, entry in result.manifest["models"].items():
         diffs = result.max_abs_diff[name]

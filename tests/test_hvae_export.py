@@ -133,7 +133,7 @@ def test_manifest_is_format_version_3(hvae):
     assert [t["name"] for t in manifest["models"]["prior"]["inputs"]] == (
         ["eps", "component"] if prior == "vamp" else ["eps"]
     )
-    assert "log_pz and log_qz relative to their size" in summary(result)
+    assert "log_pz, log_qz and x_logits relative to their size" in summary(result)
 
 
 def test_graphs_names_batch_metadata_and_no_random_op(hvae):
