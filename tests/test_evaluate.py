@@ -2,6 +2,8 @@
 
 import json
 import math
+import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -99,8 +101,13 @@ def test_active_units_are_the_latents_whose_mean_varies_over_the_images_by_more_
     assert result["active_units"] == 1
 
 
-def test_cli_evaluate_and_plot_write_their_files(tiny_run, capsys):
-    run_dir, _ = tiny_run
+def _copy(run_dir, tmp_path):
+    """A copy of a shared run to write into: evaluation.json changes what other tests' exports of it record."""
+    return pathlib.Path(shutil.copytree(run_dir, tmp_path / "run"))
+
+
+def test_cli_evaluate_and_plot_write_their_files(tiny_run, capsys, tmp_path):
+    run_dir = _copy(tiny_run[0], tmp_path)
     assert main(["evaluate", str(run_dir), "--k", "5", "--limit", "40"]) == 0
     saved = json.loads((run_dir / "evaluation.json").read_text())
     assert saved["k"] == 5 and saved["num_examples"] == 40
@@ -147,7 +154,7 @@ def test_compare_pairs_images_and_names_the_winner(tiny_run, tmp_path, capsys):
     with pytest.raises(ValueError, match="same test images"):
         compare(a, evaluate(model, x[:10], k=5, verbose=0))
     # The command: a run against itself differs by exactly 0.
-    run_dir, _ = tiny_run
+    run_dir = _copy(tiny_run[0], tmp_path / "copy")
     assert main(["evaluate", str(run_dir), "--k", "5", "--limit", "30"]) == 0
     capsys.readouterr()
     assert main(["compare", str(run_dir), str(run_dir)]) == 0
