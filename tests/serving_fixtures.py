@@ -9,6 +9,7 @@ before it is exported (the explorer's class picker, plane and KL ranking).
 
 import http.client
 import json
+import shutil
 import threading
 
 import pytest
@@ -20,10 +21,9 @@ MAX_BODY_BYTES = 2**20
 @pytest.fixture(scope="session")
 def serving_artifacts(tiny_run, tmp_path_factory):
     import kvae_export
+    from tests.conftest import shared_path
 
-    out = tmp_path_factory.mktemp("serving") / "artifacts"
-    kvae_export.export_run(tiny_run[0], out)
-    return out
+    return shared_path(tmp_path_factory, "serving_artifacts", lambda out: kvae_export.export_run(tiny_run[0], out))
 
 
 @pytest.fixture(scope="session")
@@ -36,10 +36,9 @@ def serving_runtime(serving_artifacts):
 @pytest.fixture(scope="session")
 def vamp_artifacts(tiny_vamp_run, tmp_path_factory):
     import kvae_export
+    from tests.conftest import shared_path
 
-    out = tmp_path_factory.mktemp("serving_vamp") / "artifacts"
-    kvae_export.export_run(tiny_vamp_run[0], out)
-    return out
+    return shared_path(tmp_path_factory, "vamp_artifacts", lambda out: kvae_export.export_run(tiny_vamp_run[0], out))
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +54,16 @@ def conditional_2d_artifacts(splits, tmp_path_factory):
     images (k = 2: evaluation.json with kl_per_dim, which export_run copies into the manifest), then exported."""
     import kvae_export
     from kvae.runs import evaluate_run
-    from tests.conftest import _train_tiny
+    from tests.conftest import _train_tiny, shared_path
 
-    run_dir = tmp_path_factory.mktemp("conditional_2d_run")
-    _train_tiny(run_dir, splits, train_limit=1000, latent_dim=2, num_classes=10)
-    evaluate_run(run_dir, k=2, limit=200, verbose=0)
-    out = tmp_path_factory.mktemp("serving_conditional_2d") / "artifacts"
-    kvae_export.export_run(run_dir, out)
-    return out
+    def build(out):
+        run_dir = out.parent / "conditional_2d_run"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        _train_tiny(run_dir, splits, train_limit=1000, latent_dim=2, num_classes=10)
+        evaluate_run(run_dir, k=2, limit=200, verbose=0)
+        kvae_export.export_run(run_dir, out)
+
+    return shared_path(tmp_path_factory, "conditional_2d_artifacts", build)
 
 
 @pytest.fixture(scope="session")
