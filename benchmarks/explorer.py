@@ -17,7 +17,8 @@ another, each waiting for the previous image:
   new seed      the "New seed" button: 16 prior samples from /v1/generate (JSON, with their codes)
   interpolation the path switched between linear and spherical: 10 codes decoded and drawn as a strip
 
-Default artifacts: benchmarks/load.py's cached latent-16 MLP (trained and exported on first use).
+Default artifacts: the load benchmark's cached latent-16 MLP (benchmarks/load_cache.py; trained and exported on
+first use).
 Goal: slider move to redrawn image <= 50 ms at the median on this project's 2-core machine.
 Raw times go to --out (JSON), the table to --table (Markdown, for BENCHMARKS.md).
 """
@@ -31,7 +32,7 @@ import statistics
 import sys
 import tempfile
 
-from benchmarks import load
+from benchmarks import load_cache, load_servers
 from kvae_contract import artifacts as contract
 
 CHROMIUM = "/usr/bin/chromium"
@@ -102,9 +103,9 @@ def measure(folder, moves, progress):
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory(prefix="kvae-explorer-bench-") as logs:
-        port = load.free_port()
+        port = load_servers.free_port()
         command = [sys.executable, "-m", "kvae_serving", "serve", folder, "--port", str(port), "--quiet"]
-        server = load.Server("kvae", "kvae serve", command, port, logs)
+        server = load_servers.Server("kvae", "kvae serve", command, port, logs)
         try:
             server.wait_ready()
             with sync_playwright() as playwright:
@@ -179,7 +180,7 @@ def main(argv=None):
     def progress(text):
         print(text, file=sys.stderr, flush=True)
 
-    folders = args.artifacts or [load.artifacts("mlp", progress)]
+    folders = args.artifacts or [load_cache.artifacts("mlp", progress)]
     results = []
     for folder in folders:
         progress(f"{folder}:")

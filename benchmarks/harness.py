@@ -1,4 +1,4 @@
-"""Worker processes, and the alternation that makes every comparison a same-run ratio."""
+"""Worker processes, the alternation that makes every comparison a same-run ratio, and the race to quality."""
 
 import json
 import os
@@ -120,6 +120,94 @@ def alternate(workers, warmup, rounds, progress=None):
         line = ", ".join(f"{w.name} {rate(reports[w.name][-1]):,.0f}" for w in workers)
         progress(f"  round {k + 1}/{rounds}: {line} samples/s (load {os.getloadavg()[0]:.1f})")
     return reports
+
+
+def race(workers, evaluator, dump, settings, thresholds, progress, started=None, on_epoch=None):
+    """Time to quality: epochs of `workers` in turn, each epoch's weights evaluated off the clock by `evaluator`.
+
+    After its epoch E (from 0) a worker has dumped its weights to dump/NAME-E.npz;
+    the evaluator screens them with k = settings["screen_k"], and runs the k =
+    settings["k"] estimate that judges a crossing when the screen says the next
+    threshold may be near: within settings["screen_margin"] nats of it, or, with
+    settings["gap_margin"] and once a k estimate has run, when the screen minus the
+    gap last seen between the two estimates is within gap_margin nats. A worker
+    races until its k estimate is below every threshold; the order is reversed
+    every other epoch. The race stops when all have crossed every threshold, after
+    settings["max_epochs"] epochs, or, with settings["max_minutes"], at the first
+    epoch boundary that many minutes after `started` (a time.monotonic(); default now).
+
+    Returns {"curves": {name: [a point per epoch]}, "crossed": {name: {threshold_key(t): epoch}},
+    "stopped": why}; `on_epoch(state)`, if given, is called after every epoch with that dict as it stands.
+    """
+    started = time.monotonic() if started is None else started
+    thresholds = sorted(thresholds, reverse=True)
+    state = {"curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers}, "stopped": None}
+    gaps = {w.name: None for w in workers}
+
+    def evaluate(path, k):
+        evaluator.send(cmd="eval", path=path, k=k)
+        return evaluator.expect("eval", timeout=7200)
+
+    for epoch in range(settings["max_epochs"]):
+        active = [w for w in workers if len(state["crossed"][w.name]) < len(thresholds)]
+        if not active:
+            state["stopped"] = "every threshold crossed"
+            break
+        if "max_minutes" in settings and time.monotonic() - started > 60 * settings["max_minutes"]:
+            state["stopped"] = f"max_minutes ({settings['max_minutes']:g})"
+            break
+        if epoch % 2:
+            active.reverse()
+        for w in active:
+            r = w.run_epoch()
+            path = os.path.join(dump, f"{w.name}-{epoch}.npz")
+            screen = evaluate(path, settings["screen_k"])
+            curve, crossed = state["curves"][w.name], state["crossed"][w.name]
+            prev = curve[-1] if curve else {"clock_s": 0.0, "train_clock_s": 0.0}
+            point = {
+                "epoch": epoch + 1, "screen_nll": screen["nll"], "nll": None, "nll_stderr": None,
+                "nll_mc_stderr": None, "clock_s": prev["clock_s"] + r["epoch_s"],
+                "train_clock_s": prev["train_clock_s"] + r["train_s"], "loss": r["loss"],
+                "eval_s": screen["eval_s"], "report": r,
+            }
+            target = next(t for t in thresholds if threshold_key(t) not in crossed)
+            gap = gaps[w.name]
+            near = (screen["nll"] < target + settings["screen_margin"] if gap is None
+                    else screen["nll"] - gap < target + settings["gap_margin"])
+            if near:
+                e = evaluate(path, settings["k"])
+                if "gap_margin" in settings:
+                    gaps[w.name] = screen["nll"] - e["nll"]
+                point.update(nll=e["nll"], nll_stderr=e["nll_stderr"], nll_mc_stderr=e.get("nll_mc_stderr"),
+                             eval_s=point["eval_s"] + e["eval_s"])
+                for t in thresholds:
+                    if threshold_key(t) not in crossed and e["nll"] < t:
+                        crossed[threshold_key(t)] = epoch + 1
+            os.remove(path)  # a dump is a few MB; the curve keeps what was measured
+            curve.append(point)
+            full = f"NLL {point['nll']:.2f} (k={settings['k']})" if point["nll"] is not None else "not evaluated"
+            progress(f"  {w.name} epoch {epoch + 1}: screen NLL {screen['nll']:.2f} (k={settings['screen_k']}), "
+                     f"{full}, at {point['clock_s']:.1f} s (evaluation {point['eval_s']:.1f} s, off the clock)"
+                     + (f"; crossed {', '.join(k for k, v in crossed.items() if v == epoch + 1)}"
+                        if epoch + 1 in crossed.values() else ""))
+        if on_epoch:
+            on_epoch(state)
+    else:
+        state["stopped"] = f"max_epochs ({settings['max_epochs']})"
+    return state
+
+
+def threshold_key(threshold):
+    """How a threshold names its crossing: 228.0 -> "228"."""
+    return f"{threshold:g}"
+
+
+def progress_since(started):
+    """The commands' progress printer: each message after the seconds since `started` (a time.time())."""
+    def progress(msg):
+        print(f"[{time.time() - started:6.0f} s] {msg}", flush=True)
+
+    return progress
 
 
 def rate(report):

@@ -7,7 +7,7 @@ session per worker process with kvae serve's settings when it runs one thread pe
 worker: 1 intra-op thread, spinning off. No checks, no metrics, no routing beyond
 two paths: whatever kvae serve spends on top of this is its own overhead. Binary
 tensor data (the Inference-Header-Content-Length extension) in and out, as simply
-as it goes; JSON otherwise. Run by benchmarks/load.py as a subprocess, never imported by it.
+as it goes; JSON otherwise. Started as a subprocess (benchmarks/load_servers.py), never imported.
 """
 
 import os

@@ -6,8 +6,8 @@ A kserve.Model whose predict runs one onnxruntime session (1 intra-op thread,
 spinning off, like kvae serve's per-worker sessions) and answers x_mean, in
 binary when the request asks for it; ModelServer with its defaults (one
 worker) except: gRPC off, bound to 127.0.0.1, no line logged per request.
-Runs in the throwaway venv benchmarks/load.py installs KServe into; never
-imported by the benchmarks package (kserve is not in kvae's venv).
+Runs in the throwaway venv benchmarks/load_cache.py installs KServe into;
+never imported by the benchmarks package (kserve is not in kvae's venv).
 """
 
 import logging

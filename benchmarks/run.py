@@ -148,38 +148,13 @@ def bench_quality(settings, tmp, progress, torch_name="torch_1thread"):
                           "num_images": q["num_images"]}
     workers = harness.start_all(specs, tmp)
     evaluator = workers.pop()
-    curves = {w.name: [] for w in workers}
-    crossed = {}
     try:
-        for epoch in range(q["max_epochs"]):
-            active = [w for w in workers if w.name not in crossed]
-            if not active:
-                break
-            if epoch % 2:
-                active.reverse()
-            for w in active:
-                r = w.run_epoch()
-                path = os.path.join(dump, f"{w.name}-{epoch}.npz")
-                evaluator.send(cmd="eval", path=path, k=q["screen_k"])
-                screen = evaluator.expect("eval")
-                prev = curves[w.name][-1] if curves[w.name] else {"clock_s": 0.0, "train_clock_s": 0.0}
-                point = {
-                    "epoch": epoch + 1, "screen_nll": screen["nll"], "nll": None, "nll_stderr": None,
-                    "clock_s": prev["clock_s"] + r["epoch_s"], "train_clock_s": prev["train_clock_s"] + r["train_s"],
-                    "loss": r["loss"], "eval_s": screen["eval_s"], "report": r,
-                }
-                if screen["nll"] < q["threshold"] + q["screen_margin"]:
-                    evaluator.send(cmd="eval", path=path, k=q["k"])
-                    e = evaluator.expect("eval")
-                    point.update(nll=e["nll"], nll_stderr=e["nll_stderr"], eval_s=point["eval_s"] + e["eval_s"])
-                curves[w.name].append(point)
-                shown = f"NLL {point['nll']:.2f} (k={q['k']})" if point["nll"] is not None else "not evaluated"
-                progress(f"  {w.name} epoch {epoch + 1}: screen NLL {screen['nll']:.2f} (k={q['screen_k']}), {shown}, "
-                         f"at {point['clock_s']:.1f} s (evaluation {point['eval_s']:.1f} s, off the clock)")
-                if point["nll"] is not None and point["nll"] < q["threshold"]:
-                    crossed[w.name] = point
+        race = harness.race(workers, evaluator, dump, q, [q["threshold"]], progress)
     finally:
         harness.close_all(workers + [evaluator])
+    key = harness.threshold_key(q["threshold"])
+    curves = race["curves"]
+    crossed = {name: curves[name][c[key] - 1] for name, c in race["crossed"].items() if key in c}
     return {"settings": {**q, "test_draw": TEST_DRAW}, "curves": curves, "crossed": crossed, "torch": torch_name}
 
 
@@ -260,10 +235,7 @@ def main(argv=None):
     if args.vamp_max_epochs is not None:
         race_settings["max_epochs"] = args.vamp_max_epochs
     started = time.time()
-
-    def progress(msg):
-        print(f"[{time.time() - started:6.0f} s] {msg}", flush=True)
-
+    progress = harness.progress_since(started)
     from benchmarks import flops, report
 
     results = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "quick": args.quick,

@@ -97,7 +97,6 @@ def pick_torch(settings, tmp, progress):
 def run(settings, tmp, progress, snapshot=None):
     """The race. `snapshot(result)`, if given, is called after every epoch with the result so far."""
     started = time.monotonic()
-    thresholds = sorted(settings["thresholds"], reverse=True)
     torch_name, probe = pick_torch(settings, tmp, progress)
     dump = os.path.join(tmp, "vamp-weights")
     os.makedirs(dump, exist_ok=True)
@@ -106,61 +105,17 @@ def run(settings, tmp, progress, snapshot=None):
     result = {
         "preset": PRESET, "recipe": recipe(settings), "settings": settings, "test_draw": TEST_DRAW,
         "torch": torch_name, "probe": probe, "contenders": [w.name for w in workers],
-        "curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers},
-        "stopped": None, "wall_s": None,
+        "curves": None, "crossed": None, "stopped": None, "wall_s": None,
     }
-    gaps = {w.name: None for w in workers}
 
-    def evaluate(path, k):
-        evaluator.send(cmd="eval", path=path, k=k)
-        return evaluator.expect("eval", timeout=7200)
+    def on_epoch(state):
+        result.update(state)
+        if snapshot:
+            snapshot(result)
 
     try:
-        for epoch in range(settings["max_epochs"]):
-            active = [w for w in workers if len(result["crossed"][w.name]) < len(thresholds)]
-            if not active:
-                result["stopped"] = "every threshold crossed"
-                break
-            if time.monotonic() - started > 60 * settings["max_minutes"]:
-                result["stopped"] = f"max_minutes ({settings['max_minutes']:g})"
-                break
-            if epoch % 2:
-                active.reverse()
-            for w in active:
-                r = w.run_epoch()
-                path = os.path.join(dump, f"{w.name}-{epoch}.npz")
-                screen = evaluate(path, settings["screen_k"])
-                curve, crossed = result["curves"][w.name], result["crossed"][w.name]
-                prev = curve[-1] if curve else {"clock_s": 0.0, "train_clock_s": 0.0}
-                point = {
-                    "epoch": epoch + 1, "screen_nll": screen["nll"], "nll": None, "nll_stderr": None,
-                    "nll_mc_stderr": None, "clock_s": prev["clock_s"] + r["epoch_s"],
-                    "train_clock_s": prev["train_clock_s"] + r["train_s"], "loss": r["loss"],
-                    "eval_s": screen["eval_s"], "report": r,
-                }
-                target = next(t for t in thresholds if _key(t) not in crossed)
-                gap = gaps[w.name]
-                near = (screen["nll"] < target + settings["screen_margin"] if gap is None
-                        else screen["nll"] - gap < target + settings["gap_margin"])
-                if near:
-                    e = evaluate(path, settings["k"])
-                    gaps[w.name] = screen["nll"] - e["nll"]
-                    point.update(nll=e["nll"], nll_stderr=e["nll_stderr"], nll_mc_stderr=e.get("nll_mc_stderr"),
-                                 eval_s=point["eval_s"] + e["eval_s"])
-                    for t in thresholds:
-                        if _key(t) not in crossed and e["nll"] < t:
-                            crossed[_key(t)] = epoch + 1
-                os.remove(path)  # a dump is a few MB; the curve keeps what was measured
-                curve.append(point)
-                full = f"NLL {point['nll']:.2f} (k={settings['k']})" if point["nll"] is not None else "not evaluated"
-                progress(f"  {w.name} epoch {epoch + 1}: screen {screen['nll']:.2f} (k={settings['screen_k']}), "
-                         f"{full}, at {point['clock_s']:.1f} s (evaluation {point['eval_s']:.1f} s, off the clock)"
-                         + (f"; crossed {', '.join(k for k, v in crossed.items() if v == epoch + 1)}"
-                            if epoch + 1 in crossed.values() else ""))
-            if snapshot:
-                snapshot(result)
-        else:
-            result["stopped"] = f"max_epochs ({settings['max_epochs']})"
+        result.update(harness.race(workers, evaluator, dump, settings, settings["thresholds"], progress,
+                                   started=started, on_epoch=on_epoch))
     finally:
         harness.close_all(workers + [evaluator])
     result["wall_s"] = time.monotonic() - started
@@ -168,10 +123,6 @@ def run(settings, tmp, progress, snapshot=None):
     if snapshot:
         snapshot(result)
     return result
-
-
-def _key(threshold):
-    return f"{threshold:g}"
 
 
 def steady_clock(curve, epochs):
@@ -192,7 +143,7 @@ def summarize(result):
         row = {"threshold": t}
         for name in (kvae, torch_name):
             curve = result["curves"].get(name, [])
-            epoch = result["crossed"].get(name, {}).get(_key(t))
+            epoch = result["crossed"].get(name, {}).get(harness.threshold_key(t))
             if epoch is None:
                 row[name] = {"epoch": None, "epochs_run": len(curve),
                              "clock_s": curve[-1]["clock_s"] if curve else None,
