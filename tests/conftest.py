@@ -80,8 +80,8 @@ def tiny_vamp_run(tmp_path_factory, splits):
 # The longest modules first: `make test` runs two processes, each taking whole modules in
 # collection order (pytest-xdist, --dist loadfile), so a long module collected last would
 # leave one process working alone at the end. Measured on 2 cores: each of these takes a minute or more.
-LONGEST_FIRST = ("test_serving_install.py", "test_faults_run.py", "test_distribute.py", "test_experiments.py",
-                 "test_resume.py", "test_server_abuse.py")
+LONGEST_FIRST = ("test_serving_install.py", "test_faults_run.py", "test_distribute.py", "test_hvae_export.py",
+                 "test_experiments.py", "test_resume.py", "test_hvae.py", "test_server_abuse.py", "test_explorer.py")
 
 
 def pytest_collection_modifyitems(config, items):

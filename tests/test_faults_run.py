@@ -273,7 +273,6 @@ def test_killed_exports_leave_out_whole_and_the_next_export_clears_their_debris(
         "while starting": None,
         "its temporary folder made": lambda: made(),
         "the encoder's ONNX written": lambda: made("onnx/encoder/1/model.onnx"),
-        "the decoder's Triton config written": lambda: made("onnx/decoder/config.pbtxt"),
         "the manifest written, before the swap": lambda: made("manifest.json"),
         "just after the swap": lambda: os.stat(out).st_ino != out_inode,
     }
@@ -299,7 +298,7 @@ def test_killed_exports_leave_out_whole_and_the_next_export_clears_their_debris(
         _check_complete(out)  # a whole export, the previous one or the new one, after every kill
         seen_debris |= any(".tmp-" in n or ".old-" in n for n in _debris(out))
         out_inode = os.stat(out).st_ino
-    assert len(reached) >= 4, f"the kills came too late; reached only {reached}"
+    assert len(reached) >= 3, f"the kills came too late; reached only {reached}"
     assert seen_debris, "no kill left a temporary folder behind: the test did not exercise the cleanup"
     import kvae_export
 
