@@ -52,7 +52,7 @@ demo: install data
 	@echo "Explorer: run \`$(BIN)/kvae serve $(ART)\` and open http://127.0.0.1:$(SERVE_PORT)/"
 
 test: install data browser
-	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
+	$(BIN)/python -m pytest -q -n 3 --dist loadfile --durations=20
 
 # wrk drives the serving load benchmark (benchmarks/load.py); Debian packages it.
 bench-tools:

@@ -29,7 +29,7 @@ def _train_tiny(run_dir, splits, **overrides):
 def shared_path(tmp_path_factory, name, build):
     """tmp/NAME, built by `build(path)` once for the whole test session, however many test processes it has.
 
-    `make test` runs two pytest-xdist processes, each with its own session fixtures; every process's
+    `make test` runs three pytest-xdist processes, each with its own session fixtures; every process's
     temporary folder sits in one common parent. The first process to take NAME's lock there builds it,
     the others wait for it and reuse it. What is built this way is read only: a test that writes
     into it works on a copy.
@@ -77,7 +77,7 @@ def tiny_vamp_run(tmp_path_factory, splits):
     )
 
 
-# The longest modules first: `make test` runs two processes, each taking whole modules in
+# The longest modules first: `make test` runs three processes, each taking whole modules in
 # collection order (pytest-xdist, --dist loadfile), so a long module collected last would
 # leave one process working alone at the end. Measured on 2 cores: each of these takes a minute or more.
 LONGEST_FIRST = ("test_serving_install.py", "test_faults_run.py", "test_distribute.py", "test_hvae_export.py",
