@@ -131,9 +131,9 @@ def hierarchical_encoder_reference(model, x, eps):
 
     z2 = z2_mean + exp(0.5 z2_log_var) * eps2, then z1 from q(z1|x, z2) the
     same way, in float32 as kvae.evaluate draws them; log_qz (n,) in float64
-    from the noise (kvae.hvae.log_normal_from_noise, what evaluate uses).
+    from the noise (kvae.priors.log_normal_from_noise_numpy, what evaluate uses).
     """
-    from kvae.hvae import log_normal_from_noise
+    from kvae.priors import log_normal_from_noise_numpy
 
     d1 = model.latent_dims[0]
     eps1, eps2 = eps[:, :d1], eps[:, d1:]
@@ -141,7 +141,7 @@ def hierarchical_encoder_reference(model, x, eps):
     z2 = z2_mean + np.exp(0.5 * z2_log_var) * eps2
     z1_mean, z1_log_var = (np.asarray(t) for t in model.run(model.encoder_z1, [x, z2]))
     z1 = z1_mean + np.exp(0.5 * z1_log_var) * eps1
-    log_qz = log_normal_from_noise(eps1, z1_log_var) + log_normal_from_noise(eps2, z2_log_var)
+    log_qz = log_normal_from_noise_numpy(eps1, z1_log_var) + log_normal_from_noise_numpy(eps2, z2_log_var)
     return {names.Z: np.concatenate([z1, z2], axis=-1), names.LOG_QZ: log_qz}
 
 
@@ -156,11 +156,11 @@ def hierarchical_decoder_reference(model, z):
 
 def hierarchical_log_prior_reference(model, z):
     """What the HVAE's log_prior model must output: log p(z1|z2) + log p(z2), (n,), float64 (p(z1|z2) from Keras)."""
-    from kvae.hvae import log_normal_numpy
+    from kvae.priors import log_normal_diag_numpy
 
     z1, z2 = model.split(z)
     mean, log_var = model.run(model.prior_z1, z2)
-    return {names.LOG_PZ: log_normal_numpy(z1, mean, log_var) + model.numpy_log_prior()(z2)}
+    return {names.LOG_PZ: log_normal_diag_numpy(z1, mean, log_var) + model.numpy_log_prior()(z2)}
 
 
 def hierarchical_checks(model, x, z):

@@ -19,8 +19,6 @@ exported graphs all use that layout, so a one-level and a two-level model
 look alike to the evaluation, the export and the runtime.
 """
 
-import math
-
 import keras
 import numpy as np
 from keras import ops
@@ -258,17 +256,11 @@ class HVAE(VariationalModel):
         p1_mean, p1_log_var = (ops.convert_to_numpy(t) for t in self.run(self.prior_z1, z2))
         out = self.decoder([ops.convert_to_tensor(z1), ops.convert_to_tensor(z2)])
         log_px = -ops.convert_to_numpy(self.reconstruction_nll(x_rep, out)).astype(np.float64)
-        log_q1, log_q2 = log_normal_from_noise(eps1, z1_log_var), log_normal_from_noise(eps2, z2_log_var)
-        log_p1 = log_normal_numpy(z1, p1_mean, p1_log_var)
+        log_q1 = priors.log_normal_from_noise_numpy(eps1, z1_log_var)
+        log_q2 = priors.log_normal_from_noise_numpy(eps2, z2_log_var)
+        log_p1 = priors.log_normal_diag_numpy(z1, p1_mean, p1_log_var)
         ratios = {"z1": log_p1 - log_q1, "z2": log_prior_z2(z2) - log_q2}
         return log_px.reshape(b, c), {level: r.reshape(b, c) for level, r in ratios.items()}
-
-    def numpy_log_prior(self):
-        """float64 log p(z2) for z2 (n, d2): the N(0, I) closed form or the VampPrior's mixture."""
-        if self.prior == "normal":
-            return priors.log_standard_normal_numpy
-        means, log_vars = (ops.convert_to_numpy(t) for t in self.prior_components())
-        return lambda z2: priors.log_mixture_numpy(z2, means, log_vars)
 
     # === Config ===
 
@@ -292,18 +284,6 @@ class HVAE(VariationalModel):
 def kl_normal_per_dim(q_mean, q_log_var, p_mean, p_log_var):
     """KL[N(q_mean, e^q_log_var) || N(p_mean, e^p_log_var)] per dimension: (batch, d)."""
     return 0.5 * (p_log_var - q_log_var + (ops.exp(q_log_var) + ops.square(q_mean - p_mean)) * ops.exp(-p_log_var) - 1.0)
-
-
-def log_normal_numpy(z, mean, log_var):
-    """float64 log N(z | mean, diag exp(log_var)), all (n, d): (n,)."""
-    z, mean, log_var = (np.asarray(a, np.float64) for a in (z, mean, log_var))
-    return -0.5 * (math.log(2 * math.pi) + log_var + (z - mean) ** 2 * np.exp(-log_var)).sum(-1)
-
-
-def log_normal_from_noise(eps, log_var):
-    """float64 log q(z) for z = mean + exp(log_var / 2) * eps, from the noise itself (exact): (n,)."""
-    eps, log_var = np.asarray(eps, np.float64), np.asarray(log_var, np.float64)
-    return -0.5 * (eps**2 + log_var + math.log(2 * math.pi)).sum(-1)
 
 
 # === Checks ===

@@ -62,6 +62,18 @@ def log_standard_normal_numpy(z):
     return -0.5 * (z**2 + LOG_2PI).sum(-1)
 
 
+def log_normal_diag_numpy(z, mean, log_var):
+    """float64 log N(z | mean, diag exp(log_var)), all (n, d): (n,)."""
+    z, mean, log_var = (np.asarray(a, np.float64) for a in (z, mean, log_var))
+    return -0.5 * (LOG_2PI + log_var + (z - mean) ** 2 * np.exp(-log_var)).sum(-1)
+
+
+def log_normal_from_noise_numpy(eps, log_var):
+    """float64 log q(z) for z = mean + exp(log_var / 2) * eps, from the noise itself (exact): eps (..., d) -> (...)."""
+    eps, log_var = np.asarray(eps, np.float64), np.asarray(log_var, np.float64)
+    return -0.5 * (eps**2 + log_var + LOG_2PI).sum(-1)
+
+
 def log_mixture_numpy(z, means, log_vars):
     """float64 log (1/K) sum_k N(z | mu_k, diag exp(log_var_k)) for z (n, d): (n,)."""
     z, means, log_vars = (np.asarray(a, np.float64) for a in (z, means, log_vars))

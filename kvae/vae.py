@@ -257,15 +257,8 @@ class VAE(VariationalModel):
         out = self.run_decoder(z.reshape(b * c, d), None if y is None else np.repeat(y, c, axis=0))
         log_px_z = -ops.convert_to_numpy(self.reconstruction_nll(np.repeat(x, c, axis=0), out)).astype(np.float64)
         log_pz = log_prior(z.reshape(b * c, d)).reshape(b, c)
-        log_qz = -0.5 * (eps.astype(np.float64) ** 2 + z_log_var[:, None] + priors.LOG_2PI).sum(-1)
+        log_qz = priors.log_normal_from_noise_numpy(eps, z_log_var[:, None])  # (b, c)
         return log_px_z.reshape(b, c), {"z": log_pz - log_qz}
-
-    def numpy_log_prior(self):
-        """float64 log p(z) for z (n, d) under the model's prior."""
-        if self.prior == "normal":
-            return priors.log_standard_normal_numpy
-        means, log_vars = (ops.convert_to_numpy(t) for t in self.prior_components())
-        return lambda z: priors.log_mixture_numpy(z, means, log_vars)
 
     def get_config(self):
         return {

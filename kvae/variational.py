@@ -165,6 +165,18 @@ class VariationalModel(keras.Model):
         if self.built:
             self.optimizer.build(self.trainable_variables)
 
+    # === Evaluation (kvae.evaluate) ===
+
+    def numpy_log_prior(self):
+        """float64 log p(z) of the prior the subclass's prior_components() describe: (n, d) -> (n,).
+
+        The VAE's z, the HVAE's top level z2: N(0, I) in closed form, or the VampPrior's mixture.
+        """
+        if self.prior == "normal":
+            return priors.log_standard_normal_numpy
+        means, log_vars = (ops.convert_to_numpy(t) for t in self.prior_components())
+        return lambda z: priors.log_mixture_numpy(z, means, log_vars)
+
     # === Config ===
 
     def objective_config(self):
