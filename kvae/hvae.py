@@ -23,7 +23,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kvae import losses, priors
+from kvae import losses, priors, submodels
 from kvae.variational import VariationalModel, iw_bound
 from kvae_contract.artifacts import draw_prior_noise
 from kvae_contract.errors import ConfigError
@@ -291,18 +291,10 @@ def kl_normal_per_dim(q_mean, q_log_var, p_mean, p_log_var):
 
 def check_signatures(encoder_z2, encoder_z1, prior_z1, decoder):
     """Checks the four sub-models against each other; returns (input_shape, (d1, d2))."""
-    def shapes(model, kind):
-        if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
-            raise ConfigError(
-                f"`{kind}` must be a built Keras model with symbolic inputs (functional or Sequential). "
-                f"Received: {kind}={model!r}"
-            )
-        return [tuple(t.shape[1:]) for t in model.inputs], [tuple(t.shape[1:]) for t in model.outputs]
-
-    q2_in, q2_out = shapes(encoder_z2, "encoder_z2")
-    q1_in, q1_out = shapes(encoder_z1, "encoder_z1")
-    p1_in, p1_out = shapes(prior_z1, "prior_z1")
-    x_in, x_out = shapes(decoder, "decoder")
+    q2_in, q2_out = submodels.signature(encoder_z2, "encoder_z2")
+    q1_in, q1_out = submodels.signature(encoder_z1, "encoder_z1")
+    p1_in, p1_out = submodels.signature(prior_z1, "prior_z1")
+    x_in, x_out = submodels.signature(decoder, "decoder")
     problems = []
     if len(q2_in) != 1 or len(q2_out) != 2 or q2_out[0] != q2_out[1] or len(q2_out[0]) != 1:
         problems.append(f"encoder_z2 must map x to [z2_mean, z2_log_var], each (batch, d2); it maps {q2_in} to {q2_out}")

@@ -281,17 +281,8 @@ def check_signatures(encoder, decoder, num_classes=None):
     Any Keras model with known symbolic inputs fits: functional, Sequential,
     or a subclassed model wrapped as keras.Model(inputs, subclassed(inputs)).
     """
-
-    def shapes(model, kind):
-        if not isinstance(model, keras.Model) or not model.built or not getattr(model, "inputs", None):
-            raise ConfigError(
-                f"`{kind}` must be a built Keras model with symbolic inputs: functional or Sequential "
-                f"(wrap a subclassed model as keras.Model(inputs, model(inputs))). Received: {kind}={model!r}"
-            )
-        return [tuple(t.shape[1:]) for t in model.inputs], [tuple(t.shape[1:]) for t in model.outputs]
-
-    enc_in, enc_out = shapes(encoder, "encoder")
-    dec_in, dec_out = shapes(decoder, "decoder")
+    enc_in, enc_out = submodels.signature(encoder, "encoder")
+    dec_in, dec_out = submodels.signature(decoder, "decoder")
     labels = [] if num_classes is None else [(num_classes,)]
     wanted = "x" if num_classes is None else f"[x, y] with y of shape ({num_classes},)"
     if len(enc_in) != 1 + len(labels) or enc_in[1:] != labels or len(enc_out) != 2 or enc_out[0] != enc_out[1] \
