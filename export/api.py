@@ -27,7 +27,7 @@ class ExportResult:
     out: str  # absolute path of the published folder
     manifest: dict  # what manifest.json holds
     # {model: {"saved_model"|"onnx": {output: max |backend - Keras|}}}; models: encoder, decoder[, prior, log_prior];
-    # log_pz and log_qz: max |backend - Keras| / max(1, |Keras|) (export.verify)
+    # log_pz, log_qz and x_logits: max |backend - Keras| / max(1, |Keras|) (export.verify.RELATIVE_OUTPUTS)
     max_abs_diff: dict
 
 
