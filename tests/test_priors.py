@@ -96,6 +96,8 @@ def test_vamp_log_prior_matches_a_brute_force_mixture_density():
     expected = _brute_force_log_mixture(z, means, log_vars)
     np.testing.assert_allclose(ops.convert_to_numpy(model.log_prior(z)), expected, rtol=1e-5, atol=1e-4)
     np.testing.assert_allclose(priors.log_mixture_numpy(z, means, log_vars), expected, rtol=1e-10, atol=1e-9)
+    # In blocks of 3 rows (the last one short) it is the same function.
+    np.testing.assert_allclose(priors.log_mixture_numpy(z, means, log_vars, rows=3), expected, rtol=1e-10, atol=1e-9)
     # One component at the origin with unit variance is N(0, I).
     zero = np.zeros((1, 3), np.float32)
     np.testing.assert_allclose(priors.log_mixture_numpy(z, zero, zero), priors.log_standard_normal_numpy(z), atol=1e-9)
