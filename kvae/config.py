@@ -37,7 +37,7 @@ PRESETS = {
     "fashion-hvae": dict(
         architecture="mlp", levels=2, mlp_layer="gated", mlp_hidden_units=[300, 300], latent_dim=40,
         log_var_bounds=[-6.0, 2.0], prior="vamp", num_pseudo_inputs=500, objective="iwae", iw_samples=5,
-        likelihood="bernoulli", epochs=160, batch_size=100, learning_rate=1e-3, lr_schedule="cosine",
+        likelihood="bernoulli", epochs=350, batch_size=100, learning_rate=1e-3, lr_schedule="cosine",
         warmup_epochs=20, keep_best=True,
     ),
     "fashion-conv": dict(
