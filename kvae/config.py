@@ -32,8 +32,9 @@ PRESETS = {
         batch_size=100, learning_rate=1e-3, lr_schedule="cosine", warmup_epochs=20, keep_best=True,
     ),
     # The two-level HVAE of the VampPrior paper (gated 300-300 MLPs, z1 and z2 of 40 each, log-variances in
-    # [-6, 2], VampPrior over z2 with K = 500), trained like fashion-vamp but for 160 epochs (about 3 hours
-    # here: an epoch costs about twice fashion-vamp's); best-validation weights kept.
+    # [-6, 2], VampPrior over z2 with K = 500), trained exactly like fashion-vamp, so that the two differ in
+    # the hierarchy alone (an epoch costs about twice fashion-vamp's: 5 to 6 hours here); best-validation
+    # weights kept.
     "fashion-hvae": dict(
         architecture="mlp", levels=2, mlp_layer="gated", mlp_hidden_units=[300, 300], latent_dim=40,
         log_var_bounds=[-6.0, 2.0], prior="vamp", num_pseudo_inputs=500, objective="iwae", iw_samples=5,
