@@ -27,6 +27,7 @@ class Worker:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, cwd=ROOT,
             env={**os.environ, **(env or {})},
         )
+        self.next_epoch = None  # the epoch the worker runs next, from its last "ready" message
         self.fd = self.proc.stdout.fileno()
         self.buffer = b""
         self.selector = selectors.DefaultSelector()
@@ -64,7 +65,7 @@ class Worker:
         """One timed epoch; returns its report once the worker is idle again."""
         self.send(cmd="go")
         report = self.expect("epoch")
-        self.expect("ready")
+        self.next_epoch = self.expect("ready").get("epoch")
         return report
 
     def close(self):
@@ -88,7 +89,7 @@ def start_all(specs, log_dir, timeout=600):
     workers = [Worker(name, spec, log_dir, env=spec.get("env")) for name, spec in specs.items()]
     try:
         for w in workers:
-            w.expect("ready", timeout)
+            w.next_epoch = w.expect("ready", timeout).get("epoch")
     except BaseException:
         close_all(workers)
         raise
@@ -122,78 +123,108 @@ def alternate(workers, warmup, rounds, progress=None):
     return reports
 
 
-def race(workers, evaluator, dump, settings, thresholds, progress, started=None, on_epoch=None):
+def race(workers, evaluator, dump, settings, thresholds, progress, started=None, on_epoch=None, resume=None):
     """Time to quality: epochs of `workers` in turn, each epoch's weights evaluated off the clock by `evaluator`.
 
-    After its epoch E (from 0) a worker has dumped its weights to dump/NAME-E.npz;
-    the evaluator screens them with k = settings["screen_k"], and runs the k =
-    settings["k"] estimate that judges a crossing when the screen says the next
-    threshold may be near: within settings["screen_margin"] nats of it, or, with
-    settings["gap_margin"] and once a k estimate has run, when the screen minus the
-    gap last seen between the two estimates is within gap_margin nats. A worker
-    races until its k estimate is below every threshold; the order is reversed
-    every other epoch. The race stops when all have crossed every threshold, after
-    settings["max_epochs"] epochs, or, with settings["max_minutes"], at the first
-    epoch boundary that many minutes after `started` (a time.monotonic(); default now).
+    After its epoch E (from 0) a worker has dumped its weights to dump/NAME-E.npz
+    and its report to dump/NAME-E.json; the evaluator screens them with k =
+    settings["screen_k"], and runs the k = settings["k"] estimate that judges a
+    crossing when the screen says the next threshold may be near: within
+    settings["screen_margin"] nats of it, or, with settings["gap_margin"] and once
+    a k estimate has run, when the screen minus the gap last seen between the two
+    estimates is within gap_margin nats. A worker races until its k estimate is
+    below every threshold; the order is reversed every other epoch. The race stops
+    when all have crossed every threshold, after settings["max_epochs"] epochs, or,
+    with settings["max_minutes"], at the first epoch boundary that many minutes
+    after `started` (a time.monotonic(); default now).
+
+    `resume`: the state a stopped race left (its last on_epoch dict), with workers
+    that resumed their own training where it stopped. A worker one epoch ahead of
+    its curve (stopped after the epoch, before the race recorded it) has that
+    epoch's dump and report still on disk: it is recorded from them first.
 
     Returns {"curves": {name: [a point per epoch]}, "crossed": {name: {threshold_key(t): epoch}},
-    "stopped": why}; `on_epoch(state)`, if given, is called after every epoch with that dict as it stands.
+    "gaps": {name: screen minus k estimate, last seen}, "stopped": why}; `on_epoch(state)`, if given, is
+    called after every recorded epoch of a worker with that dict as it stands.
     """
     started = time.monotonic() if started is None else started
     thresholds = sorted(thresholds, reverse=True)
-    state = {"curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers}, "stopped": None}
-    gaps = {w.name: None for w in workers}
+    fresh = {"curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers},
+             "gaps": {w.name: None for w in workers}}
+    state = {**fresh, **json.loads(json.dumps(resume or {})), "stopped": None}  # a copy: the caller's stays
+    curves, crossed, gaps = state["curves"], state["crossed"], state["gaps"]
 
     def evaluate(path, k):
         evaluator.send(cmd="eval", path=path, k=k)
         return evaluator.expect("eval", timeout=7200)
 
-    for epoch in range(settings["max_epochs"]):
-        active = [w for w in workers if len(state["crossed"][w.name]) < len(thresholds)]
-        if not active:
+    def record(w, epoch, r):
+        path = os.path.join(dump, f"{w.name}-{epoch}.npz")
+        screen = evaluate(path, settings["screen_k"])
+        curve, done = curves[w.name], crossed[w.name]
+        prev = curve[-1] if curve else {"clock_s": 0.0, "train_clock_s": 0.0}
+        point = {
+            "epoch": epoch + 1, "screen_nll": screen["nll"], "nll": None, "nll_stderr": None,
+            "nll_mc_stderr": None, "clock_s": prev["clock_s"] + r["epoch_s"],
+            "train_clock_s": prev["train_clock_s"] + r["train_s"], "loss": r["loss"],
+            "eval_s": screen["eval_s"], "report": r,
+        }
+        target = next(t for t in thresholds if threshold_key(t) not in done)
+        gap = gaps[w.name]
+        near = (screen["nll"] < target + settings["screen_margin"] if gap is None
+                else screen["nll"] - gap < target + settings["gap_margin"])
+        if near:
+            e = evaluate(path, settings["k"])
+            if "gap_margin" in settings:
+                gaps[w.name] = screen["nll"] - e["nll"]
+            point.update(nll=e["nll"], nll_stderr=e["nll_stderr"], nll_mc_stderr=e.get("nll_mc_stderr"),
+                         eval_s=point["eval_s"] + e["eval_s"])
+            for t in thresholds:
+                if threshold_key(t) not in done and e["nll"] < t:
+                    done[threshold_key(t)] = epoch + 1
+        curve.append(point)
+        full = f"NLL {point['nll']:.2f} (k={settings['k']})" if point["nll"] is not None else "not evaluated"
+        progress(f"  {w.name} epoch {epoch + 1}: screen NLL {screen['nll']:.2f} (k={settings['screen_k']}), "
+                 f"{full}, at {point['clock_s']:.1f} s (evaluation {point['eval_s']:.1f} s, off the clock)"
+                 + (f"; crossed {', '.join(k for k, v in done.items() if v == epoch + 1)}"
+                    if epoch + 1 in done.values() else ""))
+        if on_epoch:
+            on_epoch(state)
+        for leftover in (path, os.path.splitext(path)[0] + ".json"):  # a dump is a few MB; the curve keeps what was measured
+            if os.path.exists(leftover):
+                os.remove(leftover)
+
+    for w in workers:
+        recorded = len(curves[w.name])
+        if w.next_epoch == recorded + 1:
+            report_file = os.path.join(dump, f"{w.name}-{recorded}.json")
+            if not os.path.exists(report_file):
+                raise WorkerError(f"{w.name} is at epoch {w.next_epoch}, but the race recorded {recorded} epochs and "
+                                  f"{report_file} is missing: that epoch cannot be scored. Start a new race.")
+            with open(report_file) as f:
+                record(w, recorded, json.load(f))
+        elif w.next_epoch is not None and w.next_epoch != recorded:
+            raise WorkerError(f"{w.name} is at epoch {w.next_epoch}, but the race recorded {recorded} epochs of it: "
+                              "its training and the race's record disagree. Start a new race.")
+
+    def finished(w):
+        return len(crossed[w.name]) >= len(thresholds)
+
+    for epoch in range(min(len(c) for c in curves.values()), settings["max_epochs"]):
+        if all(finished(w) for w in workers):
             state["stopped"] = "every threshold crossed"
             break
         if "max_minutes" in settings and time.monotonic() - started > 60 * settings["max_minutes"]:
             state["stopped"] = f"max_minutes ({settings['max_minutes']:g})"
             break
+        due = [w for w in workers if not finished(w) and len(curves[w.name]) == epoch]
         if epoch % 2:
-            active.reverse()
-        for w in active:
-            r = w.run_epoch()
-            path = os.path.join(dump, f"{w.name}-{epoch}.npz")
-            screen = evaluate(path, settings["screen_k"])
-            curve, crossed = state["curves"][w.name], state["crossed"][w.name]
-            prev = curve[-1] if curve else {"clock_s": 0.0, "train_clock_s": 0.0}
-            point = {
-                "epoch": epoch + 1, "screen_nll": screen["nll"], "nll": None, "nll_stderr": None,
-                "nll_mc_stderr": None, "clock_s": prev["clock_s"] + r["epoch_s"],
-                "train_clock_s": prev["train_clock_s"] + r["train_s"], "loss": r["loss"],
-                "eval_s": screen["eval_s"], "report": r,
-            }
-            target = next(t for t in thresholds if threshold_key(t) not in crossed)
-            gap = gaps[w.name]
-            near = (screen["nll"] < target + settings["screen_margin"] if gap is None
-                    else screen["nll"] - gap < target + settings["gap_margin"])
-            if near:
-                e = evaluate(path, settings["k"])
-                if "gap_margin" in settings:
-                    gaps[w.name] = screen["nll"] - e["nll"]
-                point.update(nll=e["nll"], nll_stderr=e["nll_stderr"], nll_mc_stderr=e.get("nll_mc_stderr"),
-                             eval_s=point["eval_s"] + e["eval_s"])
-                for t in thresholds:
-                    if threshold_key(t) not in crossed and e["nll"] < t:
-                        crossed[threshold_key(t)] = epoch + 1
-            os.remove(path)  # a dump is a few MB; the curve keeps what was measured
-            curve.append(point)
-            full = f"NLL {point['nll']:.2f} (k={settings['k']})" if point["nll"] is not None else "not evaluated"
-            progress(f"  {w.name} epoch {epoch + 1}: screen NLL {screen['nll']:.2f} (k={settings['screen_k']}), "
-                     f"{full}, at {point['clock_s']:.1f} s (evaluation {point['eval_s']:.1f} s, off the clock)"
-                     + (f"; crossed {', '.join(k for k, v in crossed.items() if v == epoch + 1)}"
-                        if epoch + 1 in crossed.values() else ""))
-        if on_epoch:
-            on_epoch(state)
+            due.reverse()
+        for w in due:
+            record(w, epoch, w.run_epoch())
     else:
-        state["stopped"] = f"max_epochs ({settings['max_epochs']})"
+        state["stopped"] = (f"max_epochs ({settings['max_epochs']})" if not all(finished(w) for w in workers)
+                            else "every threshold crossed")
     return state
 
 

@@ -206,6 +206,23 @@ def carry_over(results, path, parts):
                 results.setdefault("carried", {})[key] = previous.get("carried", {}).get(key, origin)
 
 
+def load_race(work, record):
+    """The race saved in the folder `work` (its record, race.json), or None for a new race there.
+
+    A folder with a contender's training state but no record is refused: that
+    training cannot be attributed to a race's clock.
+    """
+    os.makedirs(work, exist_ok=True)
+    if os.path.exists(record):
+        with open(record) as f:
+            return json.load(f)
+    stale = [n for n in os.listdir(work) if n == "kvae-vamp" or n.endswith(".pt")]
+    if stale:
+        raise SystemExit(f"{work} holds training state ({', '.join(sorted(stale))}) but no race record "
+                         f"({os.path.basename(record)}). Use an empty folder for a new race.")
+    return None
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--quick", action="store_true", help="toy sizes: a smoke run of every part, numbers meaningless")
@@ -215,6 +232,8 @@ def main(argv=None):
                    f"{vamp_race.FULL['max_minutes']:g}; it stops by itself once both cross every threshold)")
     p.add_argument("--vamp-max-epochs", type=int, help=f"vamp-race: at most this many epochs each "
                    f"(default {vamp_race.FULL['max_epochs']})")
+    p.add_argument("--vamp-work-dir", help="vamp-race: keep its training state and record in this folder, and "
+                   "continue the race saved there, if any (default: a temp folder, removed at the end)")
     p.add_argument("--results", help=f"JSON output (default {os.path.relpath(RESULTS)}; with --quick, a temp file)")
     p.add_argument("--markdown", help=f"file whose generated section is (re)written (default "
                    f"{os.path.relpath(MARKDOWN)}; with --quick, none: the tables are printed)")
@@ -259,14 +278,23 @@ def main(argv=None):
         if "vamp-race" in parts:
             progress(f"Time to quality, {vamp_race.PRESET}: kvae train vs benchmarks.torch_vamp (at most "
                      f"{race_settings['max_epochs']} epochs each, {race_settings['max_minutes']:g} minutes)")
-            partial = os.path.join(tempfile.gettempdir(), "kvae-vamp-race.partial.json")
+            work = args.vamp_work_dir or tmp
+            partial = os.path.join(work, "race.json") if args.vamp_work_dir else os.path.join(
+                tempfile.gettempdir(), "kvae-vamp-race.partial.json")
+            resume = load_race(work, partial) if args.vamp_work_dir else None
+            if resume:
+                try:
+                    vamp_race.check_resumable(resume, race_settings)
+                except ValueError as e:
+                    raise SystemExit(f"{partial}: {e}") from None
             progress(f"  the race so far is kept in {partial} after every epoch")
 
             def snapshot(race):
-                with open(partial, "w") as f:
+                with open(partial + ".part", "w") as f:
                     json.dump(race, f, indent=1)
+                os.replace(partial + ".part", partial)
 
-            results["vamp_race"] = vamp_race.run(race_settings, tmp, progress, snapshot)
+            results["vamp_race"] = vamp_race.run(race_settings, work, progress, snapshot, resume=resume)
     if not args.quick:
         carry_over(results, args.results, parts)
     results["peak"].append(flops.peak_matmul_gflops(seconds=1.0 if args.quick else 3.0))

@@ -198,6 +198,22 @@ class Trainer:
         self.epochs_done += 1
         return float(total) / len(order)
 
+    def state(self):
+        """What a new Trainer needs to continue exactly where this one is (torch.save-able).
+
+        The epoch's shuffle, binarization and noise come from PyTorch's global
+        generator, so its state travels too.
+        """
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                "epochs_done": self.epochs_done, "rng": torch.get_rng_state()}
+
+    def restore(self, state):
+        """The inverse of state(): this Trainer continues as the one that saved it would have."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step, self.epochs_done = state["step"], state["epochs_done"]
+        torch.set_rng_state(state["rng"])
+
 
 # Keras names of the layers, in the order of kvae.architectures' gated MLP.
 ENCODER_LAYERS = ("gated_0", "gated_1", "z_mean", "z_log_var_unbounded")

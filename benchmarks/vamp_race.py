@@ -24,9 +24,16 @@ start-up and the evaluations are not on it. The race stops when both have
 crossed every threshold, after `max_epochs` epochs, or at the first epoch
 boundary after `max_minutes` minutes of the whole race (evaluations included).
 The workers talk over pipes to this process; nothing uses the network.
+
+A race takes hours. With `--vamp-work-dir DIR` its training state and its
+record (DIR/race.json, written after every epoch) stay in DIR, and the same
+command run again continues it where it stopped, as `kvae train` continues a
+run: each contender resumes its own training exactly, and an epoch that ended
+after the last record is recorded from the dump and report it left.
 """
 
 import copy
+import json
 import os
 import statistics
 import time
@@ -64,15 +71,32 @@ def recipe(settings):
 
 
 def specs(settings, tmp, torch_name, dump):
-    """Worker specs: kvae, the PyTorch configuration `torch_name`, and the evaluator."""
+    """Worker specs: kvae, the PyTorch configuration `torch_name`, and the evaluator.
+
+    Both contenders keep their training state in `tmp` (kvae its run directory,
+    PyTorch a checkpoint), so a race run again on the same folder continues.
+    """
     r = recipe(settings)
     return {
         "kvae": {"kind": "kvae", "config": {**r, "run_dir": os.path.join(tmp, "kvae-vamp")},
                  "dump": os.path.join(dump, "kvae-{epoch}.npz"), "val_limit": settings.get("val_limit")},
         torch_name: {"kind": "torch_vamp", "config": r, **TORCH_CONFIGS[torch_name],
-                     "dump": os.path.join(dump, torch_name + "-{epoch}.npz")},
+                     "dump": os.path.join(dump, torch_name + "-{epoch}.npz"),
+                     "checkpoint": os.path.join(tmp, torch_name + ".pt")},
         "evaluator": {"kind": "evaluator", "config": r, "num_images": settings["num_images"]},
     }
+
+
+#: Settings a resumed race may change: how long it may still run.
+RESUMABLE_SETTINGS = ("max_epochs", "max_minutes")
+
+
+def check_resumable(previous, settings):
+    """Refuses to continue a race under other settings (its crossings would mix two races)."""
+    keep = lambda d: {k: v for k, v in d.items() if k not in RESUMABLE_SETTINGS}
+    if keep(json.loads(json.dumps(settings))) != keep(previous["settings"]) or previous.get("preset") != PRESET:
+        raise ValueError("The saved race ran under other settings than these; only "
+                         f"{', '.join(RESUMABLE_SETTINGS)} may change. Use a new work folder for a new race.")
 
 
 def pick_torch(settings, tmp, progress):
@@ -94,10 +118,24 @@ def pick_torch(settings, tmp, progress):
                   for name, s in summary.items()}
 
 
-def run(settings, tmp, progress, snapshot=None):
-    """The race. `snapshot(result)`, if given, is called after every epoch with the result so far."""
+def run(settings, tmp, progress, snapshot=None, resume=None):
+    """The race, with its training state in the folder `tmp`.
+
+    `snapshot(result)`, if given, is called after every recorded epoch with the
+    result so far. `resume`: the last snapshot of a race stopped in the same
+    folder; the probe is not run again, both contenders continue their training
+    where it stopped (kvae train from its run directory, PyTorch from its
+    checkpoint, each exactly), and the clocks and curves go on from the snapshot.
+    """
     started = time.monotonic()
-    torch_name, probe = pick_torch(settings, tmp, progress)
+    if resume:
+        check_resumable(resume, settings)
+        torch_name, probe = resume["torch"], resume["probe"]
+        progress(f"Resuming the race in {tmp}: " + ", ".join(
+            f"{name} after epoch {len(curve)}" for name, curve in resume["curves"].items()))
+    else:
+        torch_name, probe = pick_torch(settings, tmp, progress)
+    wall_before = resume["wall_s"] if resume else 0.0
     dump = os.path.join(tmp, "vamp-weights")
     os.makedirs(dump, exist_ok=True)
     workers = harness.start_all(specs(settings, tmp, torch_name, dump), tmp)
@@ -105,20 +143,22 @@ def run(settings, tmp, progress, snapshot=None):
     result = {
         "preset": PRESET, "recipe": recipe(settings), "settings": settings, "test_draw": TEST_DRAW,
         "torch": torch_name, "probe": probe, "contenders": [w.name for w in workers],
-        "curves": None, "crossed": None, "stopped": None, "wall_s": None,
+        "curves": None, "crossed": None, "gaps": None, "stopped": None, "wall_s": wall_before,
+        "sittings": (resume.get("sittings", 1) + 1) if resume else 1,  # how many runs of the command it took
     }
 
     def on_epoch(state):
-        result.update(state)
+        result.update(state, wall_s=wall_before + time.monotonic() - started)
         if snapshot:
             snapshot(result)
 
+    previous = {k: resume[k] for k in ("curves", "crossed", "gaps")} if resume else None
     try:
         result.update(harness.race(workers, evaluator, dump, settings, settings["thresholds"], progress,
-                                   started=started, on_epoch=on_epoch))
+                                   started=started, on_epoch=on_epoch, resume=previous))
     finally:
         harness.close_all(workers + [evaluator])
-    result["wall_s"] = time.monotonic() - started
+    result["wall_s"] = wall_before + time.monotonic() - started
     result["summary"] = summarize(result)
     if snapshot:
         snapshot(result)

@@ -14,12 +14,19 @@ Kinds:
   keras_example  benchmarks.keras_example fitted on kvae's tf.data pipeline.
   torch          benchmarks.torch_ref.Trainer.
   torch_vamp     benchmarks.torch_vamp.Trainer: the fashion-vamp recipe, read
-                 from the spec's "config" (the same dict as kvae's TrainConfig).
+                 from the spec's "config" (the same dict as kvae's TrainConfig);
+                 with a "checkpoint" path it saves its state there after every
+                 epoch and starts from it, as kvae train does from its run directory.
   evaluator      {"cmd": "eval", "path": weights.npz, "k": k} -> IWAE NLL with
                  kvae.evaluate.evaluate on a kvae model holding those weights,
                  on the first `num_images` test images of the published draw
                  (kvae.data.protocol.evaluation_views); the model is the spec's
                  "config" (a TrainConfig dict) or its architecture/latent_dim.
+
+The "ready" message names the epoch the worker will run next: 0, or where a
+resumed run continues. Beside each dump lies that epoch's report (NAME-E.json),
+written before the "epoch" message, so an orchestrator stopped in between
+can still record the epoch.
 
 Weight dumps (the spec's "dump", a path with {epoch}): Keras layouts, either
 lists of encoder/decoder weights (save_weights, the plain MLP) or arrays by
@@ -128,11 +135,14 @@ def keras_sync_callback(chan, samples, dump=None):
         def on_epoch_end(self, epoch, logs=None):
             times = self.clock.stop()
             loss = float((logs or {}).get("loss", float("nan")))
+            report = dict(event="epoch", epoch=epoch, samples=samples, loss=loss, **times)
             if dump and getattr(self.model, "prior", "normal") != "normal":
                 save_named_weights(dump.format(epoch=epoch), keras_named_weights(self.model))
             elif dump:
                 save_weights(dump.format(epoch=epoch), self.model.encoder.get_weights(), self.model.decoder.get_weights())
-            chan.send(event="epoch", epoch=epoch, samples=samples, loss=loss, **times)
+            if dump:
+                save_report(dump.format(epoch=epoch), report)
+            chan.send(**report)
 
     return Sync()
 
@@ -154,10 +164,25 @@ def load_npz_weights(path):
 
 
 def save_named_weights(path, weights):
-    """{name: array} to one .npz (names may hold slashes)."""
+    """{name: array} to one .npz (names may hold slashes), whole or not at all."""
     import numpy as np
 
-    np.savez(path, **weights)
+    with open(path + ".part", "wb") as f:
+        np.savez(f, **weights)
+    os.replace(path + ".part", path)
+
+
+def report_path(dump_path):
+    """Where an epoch's report lies beside its weight dump: NAME-E.npz -> NAME-E.json."""
+    return os.path.splitext(dump_path)[0] + ".json"
+
+
+def save_report(dump_path, report):
+    """An epoch's report beside its dump, so a race stopped before it recorded the epoch can still do so."""
+    path = report_path(dump_path)
+    with open(path + ".part", "w") as f:
+        json.dump(report, f)
+    os.replace(path + ".part", path)
 
 
 def load_named_weights(path):
@@ -270,9 +295,11 @@ def run_torch(chan, spec):
         clock.start()
         loss = trainer.epoch()
         times = clock.stop()
+        report = dict(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
         if spec.get("dump"):
             save_weights(spec["dump"].format(epoch=epoch), *torch_ref.keras_weights(trainer.model))
-        chan.send(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
+            save_report(spec["dump"].format(epoch=epoch), report)
+        chan.send(**report)
     chan.wait_for_go(spec.get("epochs", 10_000))
 
 
@@ -287,16 +314,24 @@ def run_torch_vamp(chan, spec):
     x_train, _ = fmnist.load()
     x = x_train[: recipe.get("train_limit")]
     trainer = torch_vamp.Trainer(recipe, x, seed=recipe.get("seed", 0))
+    checkpoint = spec.get("checkpoint")  # where the trainer's state goes after every epoch, and resumes from
+    if checkpoint and os.path.exists(checkpoint):
+        trainer.restore(torch.load(checkpoint, weights_only=False))
     clock = Clock()
     epochs = spec.get("epochs", recipe["epochs"])
-    for epoch in range(epochs):
+    for epoch in range(trainer.epochs_done, epochs):
         chan.wait_for_go(epoch)
         clock.start()
         loss = trainer.epoch()
         times = clock.stop()
-        if spec.get("dump"):
+        report = dict(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
+        if spec.get("dump"):  # the dump and report first: a checkpoint never runs ahead of them
             save_named_weights(spec["dump"].format(epoch=epoch), torch_vamp.keras_weights(trainer.model))
-        chan.send(event="epoch", epoch=epoch, samples=len(x), loss=loss, threads=torch.get_num_threads(), **times)
+            save_report(spec["dump"].format(epoch=epoch), report)
+        if checkpoint:
+            torch.save(trainer.state(), checkpoint + ".part")
+            os.replace(checkpoint + ".part", checkpoint)
+        chan.send(**report)
     chan.wait_for_go(epochs)
 
 

@@ -112,13 +112,61 @@ def test_torch_vamp_loss_and_gradients_equal_kvae_on_the_same_weights_and_noise(
     assert 200 < trainer.epoch() < 1000
 
 
-def test_vamp_race_quick_runs_and_reports(tmp_path):
-    """The race at toy size (benchmarks.vamp_race.QUICK): probe, alternation, evaluation, crossings, report."""
+def test_torch_vamp_trainer_resumes_exactly_from_its_state(splits, tmp_path):
+    """The race's PyTorch contender survives an interruption as kvae train does: 1 + 1 epochs = 2 epochs."""
+    import torch
+
+    from benchmarks import torch_vamp
+
+    recipe, x = _fashion_vamp(num_pseudo_inputs=20), splits.x_train[:300]
+    straight = torch_vamp.Trainer(recipe, x, seed=0)
+    losses = [straight.epoch(), straight.epoch()]
+    first = torch_vamp.Trainer(recipe, x, seed=0)
+    assert first.epoch() == losses[0]
+    torch.save(first.state(), tmp_path / "state.pt")
+    torch.randn(1000)  # what happens in between moves no number of the resumed trainer
+    resumed = torch_vamp.Trainer(recipe, x, seed=0)  # a new process would start here: seeded afresh
+    resumed.restore(torch.load(tmp_path / "state.pt", weights_only=False))
+    assert (resumed.epochs_done, resumed.step) == (1, 3)
+    assert resumed.epoch() == losses[1]
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_vamp_race_quick_runs_resumes_and_reports(tmp_path):
+    """The race at toy size (benchmarks.vamp_race.QUICK): probe, alternation, evaluation, crossings, report.
+
+    It runs in two sittings on one folder, as a race stopped by the end of a
+    session and started again: the first stops after kvae's first epoch is
+    recorded and while PyTorch's first epoch is trained but not yet recorded;
+    the second records that epoch from the dump and report it left, then races on.
+    """
+    import shutil
+
     from benchmarks import report, run, vamp_race
 
-    snapshots = []
-    race = vamp_race.run(vamp_race.QUICK, str(tmp_path), progress=lambda msg: None, snapshot=snapshots.append)
-    torch_name = race["torch"]
+    weights, stash, snapshots = tmp_path / "vamp-weights", tmp_path / "stash", []
+
+    def keep(result):  # a copy of each snapshot, and of the dumps on disk when it was taken
+        snapshots.append(json.loads(json.dumps(result)))
+        shutil.copytree(weights, stash / str(len(snapshots)), dirs_exist_ok=True)
+
+    first = vamp_race.run({**vamp_race.QUICK, "max_epochs": 1}, str(tmp_path), lambda msg: None, keep)
+    torch_name = first["torch"]
+    assert first["stopped"] == "max_epochs (1)" and len(snapshots) == 3  # kvae's epoch, PyTorch's, the end
+    assert [p["epoch"] for p in snapshots[0]["curves"]["kvae"]] == [1] and snapshots[0]["curves"][torch_name] == []
+    for f in (stash / "2").glob(f"{torch_name}-0.*"):  # PyTorch's epoch 1, trained and left on disk
+        shutil.copy(f, weights)
+
+    snapshots.clear()
+    race = vamp_race.run(vamp_race.QUICK, str(tmp_path), lambda msg: None, keep, resume=json.loads(json.dumps(
+        first | {"curves": {"kvae": first["curves"]["kvae"], torch_name: []}, "crossed": {"kvae": first["crossed"]["kvae"], torch_name: {}},
+                 "gaps": {"kvae": first["gaps"]["kvae"], torch_name: None}})))
+    assert race["sittings"] == 2 and race["torch"] == torch_name and race["probe"] == first["probe"]
+    same = lambda point: {k: v for k, v in point.items() if k != "eval_s"}  # eval_s: this sitting's evaluation
+    assert same(race["curves"][torch_name][0]) == same(first["curves"][torch_name][0])  # recorded from what it left
+    assert race["curves"]["kvae"][0] == first["curves"]["kvae"][0]
+    assert race["wall_s"] > first["wall_s"]
     assert torch_name in vamp_race.TORCH_CONFIGS and set(race["probe"]) == set(vamp_race.TORCH_CONFIGS)
     assert race["contenders"] == ["kvae", torch_name] and race["stopped"] == "max_epochs (2)"
     assert race["recipe"]["num_pseudo_inputs"] == 10 and race["recipe"]["prior"] == "vamp"
@@ -127,13 +175,14 @@ def test_vamp_race_quick_runs_and_reports(tmp_path):
         assert [p["epoch"] for p in curve] == [1, 2]
         assert curve[0]["nll"] is not None and 300 < curve[0]["nll"] < 800  # measured, with the VampPrior
         assert 0 < curve[0]["clock_s"] < curve[1]["clock_s"]
+        assert curve[1]["screen_nll"] < curve[0]["screen_nll"]  # the second epoch trained on from the first
         assert race["crossed"][name] == {"100000": 1, "50000": 1}  # the last threshold, 1 nat, is never crossed
     rows = {row["threshold"]: row for row in race["summary"]}
     assert rows[100_000.0]["ratio"] == pytest.approx(
         race["curves"][torch_name][0]["clock_s"] / race["curves"]["kvae"][0]["clock_s"])
     assert rows[1.0]["ratio"] is None and rows[1.0]["kvae"]["epochs_run"] == 2
-    assert len(snapshots) == 3 and snapshots[-1]["summary"] == race["summary"]
-    assert not list((tmp_path / "vamp-weights").iterdir())  # the weight dumps are removed once evaluated
+    assert len(snapshots) == 4 and snapshots[-1]["summary"] == race["summary"]  # 1 recovered + 2 raced + the end
+    assert not list(weights.iterdir())  # the weight dumps and reports are removed once recorded
     json.dumps(race)
 
     text = "\n".join(report._vamp_race(race))
@@ -141,6 +190,20 @@ def test_vamp_race_quick_runs_and_reports(tmp_path):
     assert "| 1 | not within 2 epochs |" in text and "PyTorch time ÷ kvae time" in text
     with pytest.raises(SystemExit):
         run.main(["--quick", "--only", "vamp_race"])  # the part is spelled vamp-race
+
+
+def test_vamp_race_refuses_to_mix_two_races(tmp_path):
+    """A work folder with training but no record, or a record under other settings, is refused by name."""
+    from benchmarks import run, vamp_race
+
+    assert run.load_race(str(tmp_path / "new"), str(tmp_path / "new" / "race.json")) is None  # created, empty
+    (tmp_path / "kvae-vamp").mkdir()
+    with pytest.raises(SystemExit, match="kvae-vamp.*no race record"):
+        run.load_race(str(tmp_path), str(tmp_path / "race.json"))
+    saved = {"preset": vamp_race.PRESET, "settings": json.loads(json.dumps(vamp_race.QUICK))}
+    vamp_race.check_resumable(saved, {**vamp_race.QUICK, "max_epochs": 7, "max_minutes": 1.0})  # may change
+    with pytest.raises(ValueError, match="other settings"):
+        vamp_race.check_resumable(saved, {**vamp_race.QUICK, "k": 11})
 
 
 def test_keras_example_trains_on_the_kvae_pipeline(splits):
