@@ -269,7 +269,9 @@ def _vamp_race(race):
         "each contender spends them (kvae train: training, validation and its per-epoch checkpoint; PyTorch: "
         "training), without start-up and evaluation; `training only` leaves out kvae's validation and checkpoint; "
         "`epochs × median epoch` is the clock without the stalls of a shared machine. "
-        f"The race stopped: {race.get('stopped')}, after {race['wall_s'] / 60:.1f} min in all.",
+        f"The race stopped: {race.get('stopped')}, after {race['wall_s'] / 60:.1f} min in all"
+        + (f", run in {race['sittings']} sittings (each contender resumed its training where it stopped)."
+           if race.get("sittings", 1) > 1 else "."),
         "",
         "| NLL below | kvae train: epoch | wall-clock | training only | PyTorch: epoch | wall-clock | "
         "PyTorch time ÷ kvae time | training only | epochs × median epoch |",

@@ -188,6 +188,7 @@ def test_vamp_race_quick_runs_resumes_and_reports(tmp_path):
     text = "\n".join(report._vamp_race(race))
     assert "kvae train --preset fashion-vamp" in text and "published draw (seed 777" in text
     assert "| 1 | not within 2 epochs |" in text and "PyTorch time ÷ kvae time" in text
+    assert "run in 2 sittings" in text and "sittings" not in "\n".join(report._vamp_race(first))
     with pytest.raises(SystemExit):
         run.main(["--quick", "--only", "vamp_race"])  # the part is spelled vamp-race
 
