@@ -147,8 +147,11 @@ def race(workers, evaluator, dump, settings, thresholds, progress, started=None,
     "gaps": {name: screen minus k estimate, last seen}, "stopped": why}; `on_epoch(state)`, if given, is
     called after every recorded epoch of a worker with that dict as it stands.
     """
+    from benchmarks.worker import report_path  # the worker writes the report there; the race reads it
+
     started = time.monotonic() if started is None else started
     thresholds = sorted(thresholds, reverse=True)
+    dump_path = lambda w, epoch: os.path.join(dump, f"{w.name}-{epoch}.npz")
     fresh = {"curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers},
              "gaps": {w.name: None for w in workers}}
     state = {**fresh, **json.loads(json.dumps(resume or {})), "stopped": None}  # a copy: the caller's stays
@@ -159,7 +162,7 @@ def race(workers, evaluator, dump, settings, thresholds, progress, started=None,
         return evaluator.expect("eval", timeout=7200)
 
     def record(w, epoch, r):
-        path = os.path.join(dump, f"{w.name}-{epoch}.npz")
+        path = dump_path(w, epoch)
         screen = evaluate(path, settings["screen_k"])
         curve, done = curves[w.name], crossed[w.name]
         prev = curve[-1] if curve else {"clock_s": 0.0, "train_clock_s": 0.0}
@@ -190,14 +193,14 @@ def race(workers, evaluator, dump, settings, thresholds, progress, started=None,
                     if epoch + 1 in done.values() else ""))
         if on_epoch:
             on_epoch(state)
-        for leftover in (path, os.path.splitext(path)[0] + ".json"):  # a dump is a few MB; the curve keeps what was measured
+        for leftover in (path, report_path(path)):  # a dump is a few MB; the curve keeps what was measured
             if os.path.exists(leftover):
                 os.remove(leftover)
 
     for w in workers:
         recorded = len(curves[w.name])
         if w.next_epoch == recorded + 1:
-            report_file = os.path.join(dump, f"{w.name}-{recorded}.json")
+            report_file = report_path(dump_path(w, recorded))
             if not os.path.exists(report_file):
                 raise WorkerError(f"{w.name} is at epoch {w.next_epoch}, but the race recorded {recorded} epochs and "
                                   f"{report_file} is missing: that epoch cannot be scored. Start a new race.")

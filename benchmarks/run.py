@@ -207,7 +207,7 @@ def carry_over(results, path, parts):
 
 
 def load_race(work, record):
-    """The race saved in the folder `work` (its record, race.json), or None for a new race there.
+    """The race saved in the folder `work` (its record, vamp_race.RECORD), or None for a new race there.
 
     A folder with a contender's training state but no record is refused: that
     training cannot be attributed to a race's clock.
@@ -216,7 +216,7 @@ def load_race(work, record):
     if os.path.exists(record):
         with open(record) as f:
             return json.load(f)
-    stale = [n for n in os.listdir(work) if n == "kvae-vamp" or n.endswith(".pt")]
+    stale = vamp_race.training_state(work)
     if stale:
         raise SystemExit(f"{work} holds training state ({', '.join(sorted(stale))}) but no race record "
                          f"({os.path.basename(record)}). Use an empty folder for a new race.")
@@ -279,7 +279,7 @@ def main(argv=None):
             progress(f"Time to quality, {vamp_race.PRESET}: kvae train vs benchmarks.torch_vamp (at most "
                      f"{race_settings['max_epochs']} epochs each, {race_settings['max_minutes']:g} minutes)")
             work = args.vamp_work_dir or tmp
-            partial = os.path.join(work, "race.json") if args.vamp_work_dir else os.path.join(
+            partial = os.path.join(work, vamp_race.RECORD) if args.vamp_work_dir else os.path.join(
                 tempfile.gettempdir(), "kvae-vamp-race.partial.json")
             resume = load_race(work, partial) if args.vamp_work_dir else None
             if resume:

@@ -70,6 +70,15 @@ def recipe(settings):
             "train_limit": settings.get("train_limit"), "seed": 0}
 
 
+#: The work folder's layout: kvae's run directory, PyTorch's checkpoint (its name + suffix), the race's record.
+KVAE_RUN_DIR, CHECKPOINT_SUFFIX, RECORD = "kvae-vamp", ".pt", "race.json"
+
+
+def training_state(work):
+    """The names of the contenders' training state the folder `work` holds (none in a new folder)."""
+    return sorted(n for n in os.listdir(work) if n == KVAE_RUN_DIR or n.endswith(CHECKPOINT_SUFFIX))
+
+
 def specs(settings, tmp, torch_name, dump):
     """Worker specs: kvae, the PyTorch configuration `torch_name`, and the evaluator.
 
@@ -78,11 +87,11 @@ def specs(settings, tmp, torch_name, dump):
     """
     r = recipe(settings)
     return {
-        "kvae": {"kind": "kvae", "config": {**r, "run_dir": os.path.join(tmp, "kvae-vamp")},
+        "kvae": {"kind": "kvae", "config": {**r, "run_dir": os.path.join(tmp, KVAE_RUN_DIR)},
                  "dump": os.path.join(dump, "kvae-{epoch}.npz"), "val_limit": settings.get("val_limit")},
         torch_name: {"kind": "torch_vamp", "config": r, **TORCH_CONFIGS[torch_name],
                      "dump": os.path.join(dump, torch_name + "-{epoch}.npz"),
-                     "checkpoint": os.path.join(tmp, torch_name + ".pt")},
+                     "checkpoint": os.path.join(tmp, torch_name + CHECKPOINT_SUFFIX)},
         "evaluator": {"kind": "evaluator", "config": r, "num_images": settings["num_images"]},
     }
 
