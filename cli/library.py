@@ -113,7 +113,10 @@ def _train(args):
 
 
 def add_evaluate_parser(sub):
-    p = sub.add_parser("evaluate", help="test NLL (importance-weighted), negative ELBO, bits/dim, active units")
+    p = sub.add_parser("evaluate", help="test NLL (importance-weighted), negative ELBO, bits/dim, active units",
+                       description="Test NLL (importance-weighted), negative ELBO, bits/dim and active units of a run, "
+                                   "written to RUN_DIR/evaluation.json. A stopped evaluation continues where it stopped "
+                                   "when the same command is run again.")
     p.add_argument("run_dir")
     p.add_argument("--k", type=int, default=5000, help="importance samples per image (papers report k=5000)")
     p.add_argument("--seed", type=int, default=0, help="seed of the evaluation's own samples")
@@ -128,7 +131,7 @@ def _evaluate(args):
     from kvae.runs import evaluate_run
 
     result = evaluate_run(args.run_dir, k=args.k, seed=args.seed, limit=args.limit, batch_size=args.batch_size,
-                          verbose=1 if sys.stdout.isatty() else 0)
+                          verbose=1 if sys.stdout.isatty() else 2)  # a log gets a line per batch
     print(format_table(result))
     print(f"written to {RunDir(args.run_dir).evaluation}")
     return 0

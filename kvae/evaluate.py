@@ -18,23 +18,28 @@ Two errors are reported, because they answer different questions:
 """
 
 import math
+import time
 
 import keras
 import numpy as np
 
+from kvae.evaluate_progress import EvaluationProgress, fingerprint
 from kvae_contract.errors import ConfigError, RunDirError
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_d]) above 1e-2
 JACKKNIFE_GROUPS = 10  # groups of the k samples for the Monte Carlo error
 
 
-def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, verbose=1):
+def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, verbose=1, progress_path=None):
     """Evaluates `model` on x (n, *input_shape), already prepared (binarized if Bernoulli).
 
     Returns a dict of floats (nats per image unless named otherwise).
     `chunk_size` caps the number of latent samples decoded at once, per
     image; by default batch_size * chunk_size is about 100,000. A
     conditional model needs the labels y and gives -log p(x|y).
+    verbose: 0 silent, 1 a progress bar, 2 one line per batch (for logs).
+    `progress_path`: a file where the batches done so far are kept, so that a
+    stopped evaluation continues there with the same numbers (kvae.evaluate_progress).
     """
     if not isinstance(k, int) or k < 1:
         raise ConfigError(f"`k` must be a positive int. Received: k={k!r}")
@@ -45,28 +50,46 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
         raise ConfigError(f"Evaluation needs at least one image (--limit >= 1). Received: x.shape={x.shape}")
     y_one_hot = model.labels_for(y if model.num_classes is not None else None, len(x))  # (n, C) or None
     chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
-    rng = np.random.default_rng(seed)
     n, dims = len(x), math.prod(x.shape[1:])
+    settings = {"k": k, "seed": seed, "batch_size": int(batch_size), "chunk_size": chunk_size, "images": n}
+    if progress_path is not None:  # hashing costs a pass over the data and weights: only when it is kept
+        settings["images_sha256"] = fingerprint(x, y_one_hot)
+        settings["weights_sha256"] = fingerprint(*(keras.ops.convert_to_numpy(w) for w in model.weights))
+    progress = EvaluationProgress.open(progress_path, settings)
+    rng = np.random.default_rng(seed)
+    if progress.done:
+        rng.bit_generator.state = progress.rng_state
+        if verbose:
+            print(f"Continuing the evaluation in {progress_path} after {progress.done} of {n} images", flush=True)
     log_prior = model.numpy_log_prior()
-    nll, mc_var, recon, kl, kl_dim, z_means = [], [], [], [], [], []
-    progress = keras.utils.Progbar(n, unit_name="image") if verbose else None
-    for start in range(0, n, batch_size):
+    bar = keras.utils.Progbar(n, unit_name="image") if verbose == 1 else None
+    if bar and progress.done:
+        bar.update(progress.done)
+    started, first = time.monotonic(), progress.done
+    for start in range(progress.done, n, batch_size):
         xb = x[start : start + batch_size]
         yb = None if y_one_hot is None else y_one_hot[start : start + batch_size]
         log_px_z, ratios = _log_weights(model, xb, yb, k, chunk_size, rng, log_prior)
         log_w = log_px_z + sum(ratios.values())  # (b, k)
-        nll.append(-(_log_mean_exp(log_w)))
-        mc_var.append(_jackknife_variance(log_w))
-        recon.append(-log_px_z.mean(axis=1))
-        kl.append({level: -r.mean(axis=1) for level, r in ratios.items()})  # Monte Carlo KL over the k samples
         means, kl_per_dim = model.posterior_summary(xb, yb)
-        kl_dim.append(kl_per_dim)
-        z_means.append(means)
-        if progress:
-            progress.add(len(xb))
-    nll, mc_var, recon = np.concatenate(nll), np.concatenate(mc_var), np.concatenate(recon)
-    kl = {level: np.concatenate([row[level] for row in kl]) for level in kl[0]}
-    kl_dim, z_means = np.concatenate(kl_dim), np.concatenate(z_means)
+        progress.add({
+            "nll": -(_log_mean_exp(log_w)),
+            "mc_var": _jackknife_variance(log_w),
+            "recon": -log_px_z.mean(axis=1),
+            **{f"kl.{level}": -r.mean(axis=1) for level, r in ratios.items()},  # Monte Carlo KL over the k samples
+            "kl_dim": kl_per_dim,
+            "z_mean": means,
+        }, rng.bit_generator.state)
+        if bar:
+            bar.add(len(xb))
+        elif verbose:
+            elapsed = time.monotonic() - started
+            left = elapsed / (progress.done - first) * (n - progress.done)  # at this sitting's rate
+            print(f"{progress.done}/{n} images, {elapsed:.0f} s, about {left:.0f} s left", flush=True)
+    columns = progress.arrays()
+    nll, mc_var, recon = columns["nll"], columns["mc_var"], columns["recon"]
+    kl = {name[len("kl."):]: v for name, v in columns.items() if name.startswith("kl.")}
+    kl_dim, z_means = columns["kl_dim"], columns["z_mean"]
     if model.prior == "normal" and list(kl) == ["z"]:
         kl = {"z": kl_dim.sum(axis=1)}  # the closed form, exact
     kl_total = sum(kl.values())

@@ -9,6 +9,7 @@
       history.csv          one row per completed epoch
       test_metrics.json    test negative ELBO and its parts, written at the end of training
       evaluation.json      `kvae evaluate`: NLL, errors, per-image NLL
+      evaluation.partial.npz   an unfinished `kvae evaluate`: the batches done so far (removed when it ends)
       logs/                TensorBoard
       *.png                pictures (kvae.figures names them)
 
@@ -37,6 +38,7 @@ class RunDir:
     HISTORY = "history.csv"
     TEST_METRICS = "test_metrics.json"
     EVALUATION = "evaluation.json"
+    EVALUATION_PROGRESS = "evaluation.partial.npz"
     LOGS = "logs"
 
     def __init__(self, path):
@@ -78,6 +80,10 @@ class RunDir:
     @property
     def evaluation(self):
         return self.file(self.EVALUATION)
+
+    @property
+    def evaluation_progress(self):
+        return self.file(self.EVALUATION_PROGRESS)
 
     @property
     def logs(self):

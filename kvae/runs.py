@@ -41,7 +41,11 @@ def load_run(run_dir):
 
 
 def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1):
-    """Evaluates a run on its test set (binarized once if Bernoulli) and writes evaluation.json."""
+    """Evaluates a run on its test set (binarized once if Bernoulli) and writes evaluation.json.
+
+    The batches done so far are kept in the run directory until the end, so the same call
+    continues a stopped evaluation (kvae.evaluate_progress); verbose 2 prints a line per batch.
+    """
     from kvae.data import load_dataset, protocol  # NumPy only: evaluation runs on any Keras backend
     from kvae.evaluate import evaluate
 
@@ -49,9 +53,12 @@ def evaluate_run(run_dir, k=5000, seed=0, limit=None, batch_size=100, verbose=1)
     splits = load_dataset(config.dataset, config.data_dir, config.image_size, config.color_mode,
                           skip_bad_images=config.skip_bad_images)
     _, x = protocol.evaluation_views(splits.x_val, splits.x_test, config.binarize)  # drawn whole, then cut
-    result = evaluate(model, x[:limit], splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose)
+    run = RunDir(run_dir)
+    result = evaluate(model, x[:limit], splits.y_test[:limit], k=k, seed=seed, batch_size=batch_size, verbose=verbose,
+                      progress_path=run.evaluation_progress)
     result["test_draw"] = protocol.draw_name(config.binarize)
-    RunDir(run_dir).write_json(RunDir(run_dir).evaluation, result)
+    run.write_json(run.evaluation, result)
+    os.remove(run.evaluation_progress)  # after evaluation.json: a kill in between leaves a record that finishes at once
     return result
 
 

@@ -2,8 +2,13 @@
 
 import json
 import math
+import os
 import pathlib
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import keras
 import numpy as np
@@ -111,6 +116,7 @@ def test_cli_evaluate_and_plot_write_their_files(tiny_run, capsys, tmp_path):
     assert main(["evaluate", str(run_dir), "--k", "5", "--limit", "40"]) == 0
     saved = json.loads((run_dir / "evaluation.json").read_text())
     assert saved["k"] == 5 and saved["num_examples"] == 40
+    assert not (run_dir / "evaluation.partial.npz").exists()  # the record of batches done goes when it ends
     assert "bits per dimension" in capsys.readouterr().out
     assert main(["plot", str(run_dir)]) == 0
     for name in ("samples.png", "reconstructions.png", "latent_scatter.png", "interpolation.png", "traversal.png", "history.png"):
@@ -161,3 +167,58 @@ def test_compare_pairs_images_and_names_the_winner(tiny_run, tmp_path, capsys):
     assert "by 0.000 ± 0.000 nats" in capsys.readouterr().out
     assert main(["compare", str(run_dir), str(tmp_path)]) == 2
     assert "evaluate the run first" in capsys.readouterr().err
+
+
+def test_a_killed_evaluation_continues_where_it_stopped_with_the_same_numbers(tiny_run, tmp_path, capsys):
+    """SIGKILL a real `kvae evaluate` after its first batches; the same command finishes it, bit for bit."""
+    args = ["--k", "2000", "--limit", "300", "--batch-size", "10"]  # 30 batches, a few seconds
+    whole, stopped = _copy(tiny_run[0], tmp_path / "whole"), _copy(tiny_run[0], tmp_path / "stopped")
+    record = stopped / "evaluation.partial.npz"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    proc = subprocess.Popen([sys.executable, "-m", "kvae_cli", "evaluate", str(stopped), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while not record.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    log = proc.communicate()[0]
+    assert proc.returncode == -signal.SIGKILL, log
+    assert record.exists() and not (stopped / "evaluation.json").exists(), log
+    with np.load(record) as f:
+        done = len(f["c0"])
+    assert 10 <= done < 300, done
+
+    # Other settings do not mix with the record: refused, naming the difference, the record kept.
+    assert main(["evaluate", str(stopped), *args[:-1], "20"]) == 2
+    err = capsys.readouterr().err
+    assert "holds an unfinished evaluation made with other settings (batch_size: 10 in the file, 20 now" in err, err
+    assert record.exists()
+
+    assert main(["evaluate", str(stopped), *args]) == 0
+    assert f"after {done} of 300 images" in capsys.readouterr().out
+    assert main(["evaluate", str(whole), *args]) == 0
+    assert not record.exists()
+    assert json.loads((stopped / "evaluation.json").read_text()) == json.loads((whole / "evaluation.json").read_text())
+
+
+def test_an_evaluation_record_is_checked_before_it_is_continued(tmp_path):
+    from kvae.evaluate_progress import EvaluationProgress
+    from kvae_contract.errors import ConfigError, RunDirError
+
+    model, x, _ = _linear_gaussian_vae(exact_posterior=False)
+    path = tmp_path / "evaluation.partial.npz"
+    first = evaluate(model, x, k=5, batch_size=50, verbose=0, progress_path=path)  # evaluate() leaves it; runs remove it
+    assert first == evaluate(model, x, k=5, batch_size=50, verbose=0)  # keeping a record changes no number
+    with np.load(path) as f:
+        assert len(f["c0"]) == len(x)
+    assert evaluate(model, x, k=5, batch_size=50, verbose=0, progress_path=path) == first  # nothing left to compute
+    with pytest.raises(ConfigError, match=r"other settings \(k: 5 in the file, 7 now;"):
+        evaluate(model, x, k=7, batch_size=50, verbose=0, progress_path=path)
+    with pytest.raises(ConfigError, match="images_sha256: [0-9a-f]{12} in the file, [0-9a-f]{12} now"):
+        evaluate(model, x[::-1], k=5, batch_size=50, verbose=0, progress_path=path)
+    model.decoder.layers[-1].bias.assign(model.decoder.layers[-1].bias + 1.0)  # the model changed since
+    with pytest.raises(ConfigError, match="weights_sha256"):
+        evaluate(model, x, k=5, batch_size=50, verbose=0, progress_path=path)
+    path.write_bytes(b"PK\x03\x04 not a whole zip")
+    with pytest.raises(RunDirError, match="is not a readable evaluation record .* Delete .* to start the evaluation over"):
+        EvaluationProgress.open(path, {})
