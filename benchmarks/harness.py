@@ -147,11 +147,11 @@ def race(workers, evaluator, dump, settings, thresholds, progress, started=None,
     "gaps": {name: screen minus k estimate, last seen}, "stopped": why}; `on_epoch(state)`, if given, is
     called after every recorded epoch of a worker with that dict as it stands.
     """
-    from benchmarks.worker import report_path  # the worker writes the report there; the race reads it
+    from benchmarks.worker import dump_template, report_path  # where the workers write; the race reads there
 
     started = time.monotonic() if started is None else started
     thresholds = sorted(thresholds, reverse=True)
-    dump_path = lambda w, epoch: os.path.join(dump, f"{w.name}-{epoch}.npz")
+    dump_path = lambda w, epoch: dump_template(dump, w.name).format(epoch=epoch)
     fresh = {"curves": {w.name: [] for w in workers}, "crossed": {w.name: {} for w in workers},
              "gaps": {w.name: None for w in workers}}
     state = {**fresh, **json.loads(json.dumps(resume or {})), "stopped": None}  # a copy: the caller's stays

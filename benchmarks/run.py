@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from benchmarks import harness, vamp_race
+from benchmarks.worker import dump_template
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results.json")
@@ -73,7 +74,7 @@ def contender_specs(model, tmp, train_limit=None, dump=None):
               "train_limit": train_limit, "seed": 0}
 
     def dumped(name):
-        return {"dump": os.path.join(dump, f"{name}-{{epoch}}.npz")} if dump else {}
+        return {"dump": dump_template(dump, name)} if dump else {}
 
     one_thread = {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
     return {

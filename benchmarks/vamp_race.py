@@ -39,6 +39,7 @@ import statistics
 import time
 
 from benchmarks import harness
+from benchmarks.worker import dump_template
 
 PRESET = "fashion-vamp"
 TEST_DRAW = "published-777"  # kvae.data.protocol.draw_name(True), without importing kvae here
@@ -88,9 +89,9 @@ def specs(settings, tmp, torch_name, dump):
     r = recipe(settings)
     return {
         "kvae": {"kind": "kvae", "config": {**r, "run_dir": os.path.join(tmp, KVAE_RUN_DIR)},
-                 "dump": os.path.join(dump, "kvae-{epoch}.npz"), "val_limit": settings.get("val_limit")},
+                 "dump": dump_template(dump, "kvae"), "val_limit": settings.get("val_limit")},
         torch_name: {"kind": "torch_vamp", "config": r, **TORCH_CONFIGS[torch_name],
-                     "dump": os.path.join(dump, torch_name + "-{epoch}.npz"),
+                     "dump": dump_template(dump, torch_name),
                      "checkpoint": os.path.join(tmp, torch_name + CHECKPOINT_SUFFIX)},
         "evaluator": {"kind": "evaluator", "config": r, "num_images": settings["num_images"]},
     }

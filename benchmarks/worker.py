@@ -172,6 +172,11 @@ def save_named_weights(path, weights):
     os.replace(path + ".part", path)
 
 
+def dump_template(dump_dir, name):
+    """The spec's "dump" of worker `name`: DIR/NAME-{epoch}.npz, one file per epoch (from 0)."""
+    return os.path.join(dump_dir, f"{name}-{{epoch}}.npz")
+
+
 def report_path(dump_path):
     """Where an epoch's report lies beside its weight dump: NAME-E.npz -> NAME-E.json."""
     return os.path.splitext(dump_path)[0] + ".json"
