@@ -28,6 +28,10 @@ from kvae_contract.errors import ConfigError, RunDirError
 
 ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_d]) above 1e-2
 JACKKNIFE_GROUPS = 10  # groups of the k samples for the Monte Carlo error
+SAMPLES_PER_CALL = 100_000  # latent samples decoded at once, at most: batch_size * chunk_size
+# Numbers in one layer's output for one call, at most (1 GiB of float32). A conv decoder's
+# 28x28x32 layer over 100,000 samples would hold 2.5e9, past TensorFlow's int32 indexing: it segfaults.
+MAX_ACTIVATION = 2**28
 
 
 def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, verbose=1, progress_path=None):
@@ -35,7 +39,8 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
 
     Returns a dict of floats (nats per image unless named otherwise).
     `chunk_size` caps the number of latent samples decoded at once, per
-    image; by default batch_size * chunk_size is about 100,000. A
+    image; by default batch_size * chunk_size is about 100,000, less where a
+    layer's output would pass MAX_ACTIVATION numbers (default_chunk_size). A
     conditional model needs the labels y and gives -log p(x|y).
     verbose: 0 silent, 1 a progress bar, 2 one line per batch (for logs).
     `progress_path`: a file where the batches done so far are kept, so that a
@@ -49,7 +54,7 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     if len(x) == 0:
         raise ConfigError(f"Evaluation needs at least one image (--limit >= 1). Received: x.shape={x.shape}")
     y_one_hot = model.labels_for(y if model.num_classes is not None else None, len(x))  # (n, C) or None
-    chunk_size = chunk_size or max(1, min(k, 100_000 // batch_size))
+    chunk_size = chunk_size or default_chunk_size(model, k, batch_size)
     n, dims = len(x), math.prod(x.shape[1:])
     settings = {"k": k, "seed": seed, "batch_size": int(batch_size), "chunk_size": chunk_size, "images": n}
     if progress_path is not None:  # hashing costs a pass over the data and weights: only when it is kept
@@ -123,6 +128,27 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     if y is not None:
         result["labels_seen"] = int(len(np.unique(y)))
     return result
+
+
+def default_chunk_size(model, k, batch_size):
+    """Samples per image per call: batch_size * chunk is at most SAMPLES_PER_CALL, and no layer's output more
+    than MAX_ACTIVATION numbers. (The chunk decides the order of the draws, so a default that changed would
+    change every evaluation's numbers: MLPs keep 100,000 // batch_size.)"""
+    widest = max(widest_layer(sub) for sub in model.layers)  # numbers per sample in the biggest layer output
+    return max(1, min(k, SAMPLES_PER_CALL // batch_size, MAX_ACTIVATION // (batch_size * widest)))
+
+
+def widest_layer(model):
+    """The most numbers any layer of a functional `model` outputs per example (1 for a model without layers)."""
+    widest = 1
+    for layer in getattr(model, "layers", []):
+        try:
+            outputs = keras.tree.flatten(layer.output)
+        except (AttributeError, ValueError):  # a layer called more than once, or never: no single output
+            continue
+        for t in outputs:
+            widest = max(widest, math.prod(d for d in t.shape[1:] if d is not None))
+    return widest
 
 
 def _log_weights(model, x, y, k, chunk_size, rng, log_prior):

@@ -222,3 +222,19 @@ def test_an_evaluation_record_is_checked_before_it_is_continued(tmp_path):
     path.write_bytes(b"PK\x03\x04 not a whole zip")
     with pytest.raises(RunDirError, match="is not a readable evaluation record .* Delete .* to start the evaluation over"):
         EvaluationProgress.open(path, {})
+
+
+def test_the_default_chunk_keeps_every_layer_output_small_and_mlp_evaluations_unchanged(tiny_run, tiny_gaussian_conv_run):
+    """A conv decoder's 28x28x32 layer over 100,000 samples (2.5e9 numbers) made TensorFlow segfault."""
+    from kvae.evaluate import MAX_ACTIVATION, SAMPLES_PER_CALL, default_chunk_size, widest_layer
+    from kvae.runs import load_run
+
+    _, conv = load_run(tiny_gaussian_conv_run[0])
+    assert widest_layer(conv.decoder) == 28 * 28 * 32
+    for batch_size in (1, 10, 100, 1000):
+        chunk = default_chunk_size(conv, 5000, batch_size)
+        assert batch_size * chunk * widest_layer(conv.decoder) <= MAX_ACTIVATION or chunk == 1, (batch_size, chunk)
+    # The chunk decides the order of the draws: an MLP keeps the chunk its published evaluations used.
+    _, mlp = load_run(tiny_run[0])
+    assert default_chunk_size(mlp, 5000, 100) == SAMPLES_PER_CALL // 100
+    assert default_chunk_size(mlp, 50, 100) == 50
