@@ -30,7 +30,7 @@ ACTIVE_UNIT_THRESHOLD = 0.01  # Burda et al.: Cov_x(E_q[z_d]) above 1e-2
 JACKKNIFE_GROUPS = 10  # groups of the k samples for the Monte Carlo error
 SAMPLES_PER_CALL = 100_000  # latent samples decoded at once, at most: batch_size * chunk_size
 # Numbers in one layer's output for one call, at most (1 GiB of float32). A conv decoder's
-# 28x28x32 layer over 100,000 samples would hold 2.5e9, past TensorFlow's int32 indexing: it segfaults.
+# 28x28x32 layer over 100,000 samples would hold 2.5e9, more than an int32 counts: TensorFlow segfaulted on it.
 MAX_ACTIVATION = 2**28
 
 
