@@ -66,6 +66,9 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
         rng.bit_generator.state = progress.rng_state
         if verbose:
             print(f"Continuing the evaluation in {progress_path} after {progress.done} of {n} images", flush=True)
+    elif verbose == 2:
+        print(f"Evaluating {n} images, k = {k} samples each: {batch_size} images at a time, "
+              f"{chunk_size} samples per image per call", flush=True)
     log_prior = model.numpy_log_prior()
     bar = keras.utils.Progbar(n, unit_name="image") if verbose == 1 else None
     if bar and progress.done:

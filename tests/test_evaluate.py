@@ -184,6 +184,7 @@ def test_a_killed_evaluation_continues_where_it_stopped_with_the_same_numbers(ti
     log = proc.communicate()[0]
     assert proc.returncode == -signal.SIGKILL, log
     assert record.exists() and not (stopped / "evaluation.json").exists(), log
+    assert log.startswith("Evaluating 300 images, k = 2000 samples each: 10 images at a time"), log  # a log, not a tty
     with np.load(record) as f:
         done = len(f["c0"])
     assert 10 <= done < 300, done
