@@ -2,9 +2,8 @@
 
 A k = 5000 evaluation of a convolutional model takes hours on a CPU. After every batch of
 images, the per-image results so far and the state of the sample generator are written to
-one .npz file (through a temporary file and `os.replace`, so a kill leaves the old record or
-the new one). Run again with the same settings, the evaluation continues after the last
-recorded batch and gives the same numbers, bit for bit, as one that never stopped: the
+one .npz file (with kvae.rundir.atomic_write, so a kill leaves the old record or the new
+one). Run again with the same settings, the evaluation continues after the last recorded batch and gives the same numbers, bit for bit, as one that never stopped: the
 samples come from the same PCG64 stream, drawn in the same order.
 
 A record made under other settings (k, seed, batch size, sample chunk, the images, the
@@ -12,11 +11,13 @@ model's weights) is refused with the differences named, never mixed in.
 """
 
 import hashlib
+import io
 import json
 import os
 
 import numpy as np
 
+from kvae.rundir import atomic_write
 from kvae_contract.errors import ConfigError, RunDirError
 
 
@@ -70,13 +71,10 @@ class EvaluationProgress:
 
     def _save(self):
         meta = {"settings": self.settings, "rng_state": self.rng_state, "columns": list(self.columns)}
-        tmp = self.path + ".tmp"
-        with open(tmp, "wb") as f:
-            # Columns by position (c0, c1, ...): names stay in `meta`, free of the zip's naming rules.
-            np.savez(f, meta=np.array(json.dumps(meta)), **{f"c{i}": a for i, a in enumerate(self.arrays().values())})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        buffer = io.BytesIO()
+        # Columns by position (c0, c1, ...): names stay in `meta`, free of the zip's naming rules.
+        np.savez(buffer, meta=np.array(json.dumps(meta)), **{f"c{i}": a for i, a in enumerate(self.arrays().values())})
+        atomic_write(self.path, buffer.getvalue())
 
     def _load(self):
         fix = f"Delete {self.path} to start the evaluation over."

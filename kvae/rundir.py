@@ -209,10 +209,11 @@ def _is_number(v):
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def atomic_write(path, text):
+def atomic_write(path, data):
+    """Replaces `path` with `data` (str, or bytes), through a synced temporary file and `os.replace`."""
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(text)
+    with open(tmp, "wb" if isinstance(data, bytes) else "w") as f:
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
