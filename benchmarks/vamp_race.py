@@ -35,10 +35,10 @@ after the last record is recorded from the dump and report it left.
 import copy
 import json
 import os
-import statistics
 import time
 
 from benchmarks import harness
+from benchmarks.report import steady_clock
 from benchmarks.worker import dump_template
 
 PRESET = "fashion-vamp"
@@ -173,11 +173,6 @@ def run(settings, tmp, progress, snapshot=None, resume=None):
     if snapshot:
         snapshot(result)
     return result
-
-
-def steady_clock(curve, epochs):
-    """Epochs times the median whole-epoch time over them: the clock without the stalls of a shared machine."""
-    return epochs * statistics.median(p["report"]["epoch_s"] for p in curve[:epochs])
 
 
 def summarize(result):
