@@ -25,13 +25,6 @@ from benchmarks.worker import dump_template
 RECORD = "crossing.json"
 
 
-def recipe(preset, settings):
-    """The TrainConfig dict the kvae worker trains and the evaluator rebuilds: the preset, seed 0."""
-    from kvae.config import PRESETS
-
-    return {**PRESETS[preset], **settings.get("overrides", {}), "train_limit": settings.get("train_limit"), "seed": 0}
-
-
 def run(preset, settings, work, progress, max_minutes=None):
     """Races kvae alone on `preset` in the folder `work`; returns the record (also in work/RECORD).
 
@@ -43,11 +36,11 @@ def run(preset, settings, work, progress, max_minutes=None):
     if os.path.exists(record_path):
         with open(record_path) as f:
             resume = json.load(f)
-        keep = lambda d: {k: v for k, v in d.items() if k not in vamp_race.RESUMABLE_SETTINGS}
-        if resume["preset"] != preset or keep(resume["settings"]) != keep(json.loads(json.dumps(settings))):
-            raise ValueError(f"{record_path} was made for another preset or other settings (only "
-                             f"{', '.join(vamp_race.RESUMABLE_SETTINGS)} may change); use a new --work-dir.")
-    r = recipe(preset, settings)
+        try:
+            vamp_race.check_resumable(resume, settings, preset)
+        except ValueError as e:
+            raise ValueError(f"{record_path}: {e}") from None
+    r = vamp_race.recipe(settings, preset)
     dump = os.path.join(work, "weights")
     os.makedirs(dump, exist_ok=True)
     specs = {

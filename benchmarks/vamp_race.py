@@ -63,11 +63,11 @@ QUICK = {  # a smoke run: toy sizes and thresholds that the first epochs cross (
 TORCH_CONFIGS = {"torch_vamp": {}, "torch_vamp_1thread": {"threads": 1}}
 
 
-def recipe(settings):
-    """The TrainConfig dict both contenders train: the preset, the settings' overrides, train_limit, seed 0."""
+def recipe(settings, preset=PRESET):
+    """The TrainConfig dict the contenders train: the preset, the settings' overrides, train_limit, seed 0."""
     from kvae.config import PRESETS
 
-    return {**copy.deepcopy(PRESETS[PRESET]), **settings.get("overrides", {}),
+    return {**copy.deepcopy(PRESETS[preset]), **settings.get("overrides", {}),
             "train_limit": settings.get("train_limit"), "seed": 0}
 
 
@@ -101,11 +101,11 @@ def specs(settings, tmp, torch_name, dump):
 RESUMABLE_SETTINGS = ("max_epochs", "max_minutes")
 
 
-def check_resumable(previous, settings):
-    """Refuses to continue a race under other settings (its crossings would mix two races)."""
+def check_resumable(previous, settings, preset=PRESET):
+    """Refuses to continue a race under another preset or other settings (its crossings would mix two races)."""
     keep = lambda d: {k: v for k, v in d.items() if k not in RESUMABLE_SETTINGS}
-    if keep(json.loads(json.dumps(settings))) != keep(previous["settings"]) or previous.get("preset") != PRESET:
-        raise ValueError("The saved race ran under other settings than these; only "
+    if keep(json.loads(json.dumps(settings))) != keep(previous["settings"]) or previous.get("preset") != preset:
+        raise ValueError("The saved race ran under another preset or other settings than these; only "
                          f"{', '.join(RESUMABLE_SETTINGS)} may change. Use a new work folder for a new race.")
 
 

@@ -3,8 +3,9 @@
 A k = 5000 evaluation of a convolutional model takes hours on a CPU. After every batch of
 images, the per-image results so far and the state of the sample generator are written to
 one .npz file (with kvae.rundir.atomic_write, so a kill leaves the old record or the new
-one). Run again with the same settings, the evaluation continues after the last recorded batch and gives the same numbers, bit for bit, as one that never stopped: the
-samples come from the same PCG64 stream, drawn in the same order.
+one). Run again with the same settings, the evaluation continues after the last recorded
+batch and gives the same numbers, bit for bit, as one that never stopped: the samples come
+from the same PCG64 stream, drawn in the same order.
 
 A record made under other settings (k, seed, batch size, sample chunk, the images, the
 model's weights) is refused with the differences named, never mixed in.
