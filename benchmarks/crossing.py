@@ -22,17 +22,21 @@ import time
 from benchmarks import harness, vamp_race
 from benchmarks.worker import dump_template
 
-RECORD = "crossing.json"
+RECORD, RUN_DIR = "crossing.json", "run"
 
 
 def run(preset, settings, work, progress, max_minutes=None):
     """Races kvae alone on `preset` in the folder `work`; returns the record (also in work/RECORD).
 
     `max_minutes` bounds this sitting only; it is not part of the settings a
-    continued record must match.
+    continued record must match. A folder holding a run directory but no record
+    is refused: that training cannot be counted on the clock.
     """
-    record_path = os.path.join(work, RECORD)
+    record_path, run_dir = os.path.join(work, RECORD), os.path.join(work, RUN_DIR)
     resume = None
+    if os.path.exists(run_dir) and not os.path.exists(record_path):
+        raise ValueError(f"{work} holds a run directory ({RUN_DIR}) but no record ({RECORD}). "
+                         f"Use an empty folder for a new measurement.")
     if os.path.exists(record_path):
         with open(record_path) as f:
             resume = json.load(f)
@@ -44,7 +48,7 @@ def run(preset, settings, work, progress, max_minutes=None):
     dump = os.path.join(work, "weights")
     os.makedirs(dump, exist_ok=True)
     specs = {
-        "kvae": {"kind": "kvae", "config": {**r, "run_dir": os.path.join(work, "run")},
+        "kvae": {"kind": "kvae", "config": {**r, "run_dir": run_dir},
                  "dump": dump_template(dump, "kvae"), "val_limit": settings.get("val_limit")},
         "evaluator": {"kind": "evaluator", "config": r, "num_images": settings["num_images"]},
     }

@@ -55,7 +55,6 @@ def _fashion_vamp(**overrides):
 
 def test_torch_vamp_loss_and_gradients_equal_kvae_on_the_same_weights_and_noise(splits):
     """What makes the vamp race fair: the PyTorch reference computes kvae's objective, not a lookalike."""
-    import keras
     import tensorflow as tf
     from keras import ops
 
@@ -233,6 +232,9 @@ def test_crossing_times_one_preset_alone_and_continues_in_a_second_sitting(tmp_p
         crossing.run("fashion-mlp", {**settings, "k": 11}, str(tmp_path), lambda msg: None)
     with pytest.raises(ValueError, match="another preset"):
         crossing.run("fashion-vamp", settings, str(tmp_path), lambda msg: None)
+    (tmp_path / crossing.RECORD).unlink()  # training left without its record: not counted, refused by name
+    with pytest.raises(ValueError, match=r"holds a run directory \(run\) but no record \(crossing.json\)"):
+        crossing.run("fashion-mlp", settings, str(tmp_path), lambda msg: None)
 
 
 def test_keras_example_trains_on_the_kvae_pipeline(splits):

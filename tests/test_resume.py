@@ -55,8 +55,10 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_run(uninterrupted, tm
     done = load_state(run_dir)["epoch"]
     assert 1 <= done < 3, f"the kill came too late (after epoch {done})"
     out = _finish(_train(run_dir))
-    assert f"after epoch {done} of 3" in out
+    assert f"Resuming {run_dir} after epoch {done} of 3." in out
     _same_run(uninterrupted, run_dir)
+    assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3  # the header and one row per epoch
+    assert len(list((run_dir / "checkpoints").iterdir())) == 1  # only the last epoch's checkpoint is kept
 
 
 def test_rerunning_a_finished_run_changes_nothing(uninterrupted):
