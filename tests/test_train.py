@@ -36,7 +36,7 @@ def test_run_directory_has_every_file(tiny_run):
 def test_seeded_runs_repeat_exactly(tmp_path, splits):
     histories = []
     for name in ("a", "b"):
-        config = TrainConfig(run_dir=str(tmp_path / name), train_limit=500, epochs=2, latent_dim=4, seed=11)
+        config = TrainConfig(run_dir=str(tmp_path / name), train_limit=500, eval_limit=500, epochs=2, latent_dim=4, seed=11)
         histories.append(train(config, splits=splits, verbose=0).history)
     assert histories[0] == histories[1]
 
@@ -68,7 +68,7 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path, sp
 
 
 def test_divergence_is_reported_clearly(tmp_path, splits):
-    config = TrainConfig(run_dir=str(tmp_path / "nan"), train_limit=500, epochs=2, learning_rate=1e30)
+    config = TrainConfig(run_dir=str(tmp_path / "nan"), train_limit=500, eval_limit=500, epochs=2, learning_rate=1e30)
     with pytest.raises(TrainingDiverged, match="NaN/Inf in epoch 1.*Lower --learning-rate"):
         train(config, splits=splits, verbose=0)
 
