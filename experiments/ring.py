@@ -62,8 +62,11 @@ def train_ring_vae(x, epochs, seed, hidden=(128, 128), activation="relu", batch_
     """
     keras.utils.set_random_seed(seed)  # weight initialisation and fit's shuffling
     vae = VAE(mlp_encoder(hidden, activation), mlp_decoder(hidden, activation), likelihood="gaussian", seed=seed)
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * -(-len(x) // batch_size))
-    vae.compile(optimizer=keras.optimizers.Adam(schedule))
+    steps = -(-len(x) // batch_size)  # per epoch
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs * steps)
+    # A whole epoch per tf.function call: the same steps and numbers as one call per step (checked on the quick
+    # run's 2,000 points, 50 epochs: equal results), in 0.7x the time of these tiny steps.
+    vae.compile(optimizer=keras.optimizers.Adam(schedule), steps_per_execution=steps)
     warmup = KLWarmup(beta=1.0, epochs=max(1, round(epochs * warmup_fraction)))
     vae.fit(x, batch_size=batch_size, epochs=epochs, verbose=verbose, callbacks=[warmup])
     return vae

@@ -5,7 +5,8 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+# PyTorch (the references' framework, in the test extra) is imported by the tests that use it, not here:
+# every test process collects this file, and importing torch costs each of them about 4 s of CPU.
 
 
 def test_flop_counts_match_the_layer_arithmetic():
@@ -24,6 +25,8 @@ def test_flop_counts_match_the_layer_arithmetic():
 
 
 def test_torch_reference_is_the_same_mlp_as_kvae(splits):
+    import torch
+
     from benchmarks import torch_ref
     from kvae.config import TrainConfig
     from kvae.data import pipeline
@@ -56,6 +59,7 @@ def _fashion_vamp(**overrides):
 def test_torch_vamp_loss_and_gradients_equal_kvae_on_the_same_weights_and_noise(splits):
     """What makes the vamp race fair: the PyTorch reference computes kvae's objective, not a lookalike."""
     import tensorflow as tf
+    import torch
     from keras import ops
 
     from benchmarks import torch_vamp, worker

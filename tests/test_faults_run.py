@@ -43,6 +43,16 @@ def _train(run_dir, epochs, *extra, cwd=None):
                           timeout=TRAIN_TIMEOUT)
 
 
+def _train_here(capsys, run_dir, epochs):
+    """`kvae train` through its entry point in this process -> (exit code, stdout, stderr)."""
+    from kvae_cli import main
+
+    capsys.readouterr()
+    code = main(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *TRAIN_FLAGS])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
     """A finished one-epoch run written by `python -m kvae_cli train` (never modified: tests copy it)."""
@@ -96,8 +106,6 @@ IN_A_SUBPROCESS = "garbage checkpoint"
 def test_damaged_run_files_are_named_with_the_fix(base_run, tmp_path, capsys):
     """Each damage, end to end through `kvae train`: exit 4, one line naming the file and the fix,
     no traceback, and the damaged file left as it was (nothing is rewritten before the run is accepted)."""
-    from kvae_cli import main
-
     failures = []
     for i, (case, (damage, epochs, words)) in enumerate(DAMAGE.items()):
         run_dir = _copy(base_run, tmp_path, f"run{i}")
@@ -107,9 +115,7 @@ def test_damaged_run_files_are_named_with_the_fix(base_run, tmp_path, capsys):
             out = _train(run_dir, epochs)
             code, err = out.returncode, out.stderr
         else:
-            capsys.readouterr()
-            code = main(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *TRAIN_FLAGS])
-            err = capsys.readouterr().err
+            code, _, err = _train_here(capsys, run_dir, epochs)
         path = str(run_dir / name)
         if code != RunDirError.exit_code:
             failures.append(f"{case}: exit {code}, expected {RunDirError.exit_code}: {err[-1500:]}")
@@ -167,7 +173,7 @@ def test_states_written_by_earlier_kvae_versions_still_read(tmp_path):
         assert saved["epoch"] == 3
 
 
-def test_the_same_run_resumes_whatever_path_names_it(base_run, tmp_path):
+def test_the_same_run_resumes_whatever_path_names_it(base_run, tmp_path, capsys):
     """A copy of a run, given by a relative path, resumes (its config.json names the original, absolutely);
     then the same run by its absolute path is recognized as finished."""
     copy = _copy(base_run, tmp_path, "copy")
@@ -177,20 +183,20 @@ def test_the_same_run_resumes_whatever_path_names_it(base_run, tmp_path):
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Resuming copy after epoch 1 of 2." in out.stdout
     assert [r["epoch"] for r in json.loads((copy / "state.json").read_text())["history"]] == [0, 1]
-    out = _train(str(copy), 2)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert f"{copy} finished after epoch 2; nothing to do." in out.stdout
+    code, stdout, stderr = _train_here(capsys, copy, 2)
+    assert code == 0, stderr[-3000:]
+    assert f"{copy} finished after epoch 2; nothing to do." in stdout
     assert json.loads((base_run / "state.json").read_text())["epoch"] == 1  # the original is untouched
 
 
-def test_a_failed_start_writes_nothing_and_the_corrected_command_runs(tmp_path):
+def test_a_failed_start_writes_nothing_and_the_corrected_command_runs(tmp_path, capsys):
     run_dir = tmp_path / "run"
     typo = tmp_path / "imagse"  # the folder that does not exist
     out = _train(run_dir, 1, "--image-folder", str(typo))
     assert out.returncode != 0 and str(typo) in out.stderr and "Traceback" not in out.stderr, out.stderr[-3000:]
     assert not run_dir.exists(), sorted(os.listdir(run_dir))
-    out = _train(run_dir, 1)  # the corrected command, same --run-dir
-    assert out.returncode == 0, out.stderr[-3000:]
+    code, _, stderr = _train_here(capsys, run_dir, 1)  # the corrected command, same --run-dir
+    assert code == 0, stderr[-3000:]
     assert json.loads((run_dir / "config.json").read_text())["dataset"] == "fashion_mnist"
 
 

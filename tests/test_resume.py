@@ -61,10 +61,13 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_run(uninterrupted, tm
     assert len(list((run_dir / "checkpoints").iterdir())) == 1  # only the last epoch's checkpoint is kept
 
 
-def test_rerunning_a_finished_run_changes_nothing(uninterrupted):
+def test_rerunning_a_finished_run_changes_nothing(uninterrupted, capsys):
+    from kvae_cli import main
+
     before = {p.name: p.read_bytes() for p in uninterrupted.iterdir() if p.is_file()}
-    out = _finish(_train(uninterrupted))
-    assert "nothing to do" in out
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(uninterrupted), *ARGS]) == 0  # the entry point, in this process
+    assert "nothing to do" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in uninterrupted.iterdir() if p.is_file()} == before
 
 
