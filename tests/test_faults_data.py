@@ -88,7 +88,7 @@ def test_skip_bad_images_trains_on_the_rest_and_names_what_it_skipped(tmp_path):
     assert sum(data["num_images"].values()) == 60 and data["input_shape"] == [28, 28, 1]
 
 
-def test_mixed_sizes_and_modes_are_reported_and_the_rerun_resumes(tmp_path):
+def test_mixed_sizes_and_modes_are_reported_and_the_rerun_resumes(tmp_path, capsys):
     folder = _grey_folder(tmp_path / "images")
     # One 112x112 RGB file that sorts first: it used to turn the whole grey 28x28 set into 112x112x3.
     Image.fromarray(np.full((112, 112, 3), (200, 30, 30), np.uint8)).save(folder / "a" / "!big.png")
@@ -109,10 +109,14 @@ def test_mixed_sizes_and_modes_are_reported_and_the_rerun_resumes(tmp_path):
     assert config["resolved_data"]["input_shape"] == [28, 28, 1]
 
     # The same command with one more epoch resumes the run: the recorded data does not count as a changed config.
+    # (Through the command's entry point in this process: the subprocess above showed what a user sees.)
+    from kvae_cli import main
+
     command[command.index("--epochs") + 1] = "2"
-    again, _ = kvae(*command)
-    assert again.returncode == 0, again.stderr
-    assert "Resuming" in again.stdout and "after epoch 1 of 2" in again.stdout
+    capsys.readouterr()
+    assert main(list(map(str, command))) == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "Resuming" in out and "after epoch 1 of 2" in out
 
 
 def test_explicit_size_and_mode_convert_without_a_warning(tmp_path, capsys):
