@@ -41,13 +41,15 @@ def old_files(tmp_path_factory):
     return run_dir, artifacts
 
 
-def test_a_run_written_before_the_move_loads_and_resumes(old_files):
+def test_a_run_written_before_the_move_loads_and_resumes(old_files, capsys):
     run_dir, _ = old_files
     old_model = keras.saving.load_model(run_dir / "model.keras")
-    out = subprocess.run([sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), "--epochs", "2", *ARGS],
-                         capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "Resuming" in out.stdout and "after epoch 1 of 2" in out.stdout
+    from kvae_cli import main  # today's command, in this process
+
+    capsys.readouterr()
+    assert main(["train", "--run-dir", str(run_dir), "--epochs", "2", *ARGS]) == 0
+    out = capsys.readouterr().out
+    assert "Resuming" in out and "after epoch 1 of 2" in out
     assert [row["epoch"] for row in load_state(run_dir)["history"]] == [0, 1]
     new_model = keras.saving.load_model(run_dir / "model.keras")
     assert any(not np.array_equal(a, b) for a, b in zip(old_model.get_weights(), new_model.get_weights()))

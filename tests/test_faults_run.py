@@ -55,10 +55,12 @@ def _train_here(capsys, run_dir, epochs):
 
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory):
-    """A finished one-epoch run written by `python -m kvae_cli train` (never modified: tests copy it)."""
+    """A finished one-epoch run written by `kvae train`'s entry point in this process (never modified: tests
+    copy it)."""
+    from kvae_cli import main
+
     run_dir = tmp_path_factory.mktemp("faults") / "base"
-    out = _train(run_dir, 1)
-    assert out.returncode == 0, out.stderr[-3000:]
+    assert main(["train", "--run-dir", str(run_dir), "--epochs", "1", *TRAIN_FLAGS]) == 0
     assert json.loads((run_dir / "state.json").read_text())["checkpoint"] == "epoch-0001.keras"
     return run_dir
 

@@ -1,4 +1,8 @@
-"""A run killed at any point and resumed is the run that was never killed: same history, weights and test metrics."""
+"""A run killed at any point and resumed is the run that was never killed: same history, weights and test metrics.
+
+The killed run is a real `python -m kvae_cli train` process; the uninterrupted run and the resumes go through
+the same command's entry point in the test process, and the numbers agree bit for bit across the two.
+"""
 
 import json
 import subprocess
@@ -15,21 +19,23 @@ from kvae.train import steps_per_execution
 ARGS = ["--train-limit", "700", "--eval-limit", "1000", "--epochs", "3", "--latent-dim", "4", "--mlp-hidden-units", "32", "--seed", "3"]
 
 
-def _train(run_dir, timeout=300):
+def _train(run_dir):
+    """`python -m kvae_cli train` in a real subprocess, to be killed."""
     return subprocess.Popen([sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), *ARGS],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _finish(process, timeout=300):
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, err
-    return out
+def _train_here(run_dir):
+    """The same command through its entry point in this process (no kill to survive: no subprocess needed)."""
+    from kvae_cli import main
+
+    assert main(["train", "--run-dir", str(run_dir), *ARGS]) == 0
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("resume") / "whole"
-    _finish(_train(run_dir))
+    _train_here(run_dir)
     return run_dir
 
 
@@ -43,7 +49,7 @@ def _same_run(a, b):
 
 # An epoch here is 7 steps and a pass over 1,000 validation images: at least a few tenths of a second.
 @pytest.mark.parametrize("delay", [0.0, 0.05], ids=["after-a-checkpoint", "mid-epoch"])
-def test_a_killed_run_resumes_to_exactly_the_uninterrupted_run(uninterrupted, tmp_path, delay):
+def test_a_killed_run_resumes_to_exactly_the_uninterrupted_run(uninterrupted, tmp_path, delay, capsys):
     run_dir = tmp_path / "killed"
     process = _train(run_dir)
     deadline = time.time() + 240
@@ -54,19 +60,18 @@ def test_a_killed_run_resumes_to_exactly_the_uninterrupted_run(uninterrupted, tm
     process.communicate(timeout=60)
     done = load_state(run_dir)["epoch"]
     assert 1 <= done < 3, f"the kill came too late (after epoch {done})"
-    out = _finish(_train(run_dir))
-    assert f"Resuming {run_dir} after epoch {done} of 3." in out
+    capsys.readouterr()
+    _train_here(run_dir)
+    assert f"Resuming {run_dir} after epoch {done} of 3." in capsys.readouterr().out
     _same_run(uninterrupted, run_dir)
     assert len((run_dir / "history.csv").read_text().splitlines()) == 1 + 3  # the header and one row per epoch
     assert len(list((run_dir / "checkpoints").iterdir())) == 1  # only the last epoch's checkpoint is kept
 
 
 def test_rerunning_a_finished_run_changes_nothing(uninterrupted, capsys):
-    from kvae_cli import main
-
     before = {p.name: p.read_bytes() for p in uninterrupted.iterdir() if p.is_file()}
     capsys.readouterr()
-    assert main(["train", "--run-dir", str(uninterrupted), *ARGS]) == 0  # the entry point, in this process
+    _train_here(uninterrupted)
     assert "nothing to do" in capsys.readouterr().out
     assert {p.name: p.read_bytes() for p in uninterrupted.iterdir() if p.is_file()} == before
 
