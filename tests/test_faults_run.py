@@ -3,8 +3,8 @@ or racing each other, and requests beyond the serving runtime's limits.
 
 The run-directory cases go through `kvae train` (real subprocesses, and the command's own entry point in this
 process): what a user sees is the one `kvae train: error: ...` line that names the file and the fix, and exit
-code RunDirError.exit_code (4). The export
-cases kill real `python -m kvae_cli export` processes at chosen moments and race two of them. Every wait is bounded.
+code RunDirError.exit_code (4). The export cases kill real `python -m kvae_cli export` processes at chosen
+moments and race two of them. Every wait is bounded.
 """
 
 import glob
@@ -33,14 +33,15 @@ TRAIN_TIMEOUT = 300
 EXPORT_TIMEOUT = 400
 
 
-def _train_cmd(run_dir, epochs, *extra):
-    return [sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), "--epochs", str(epochs),
-            *TRAIN_FLAGS, *extra]
+def _train_args(run_dir, epochs, *extra):
+    """`kvae train`'s arguments for the small run, as typed after `kvae`."""
+    return ["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *TRAIN_FLAGS, *extra]
 
 
 def _train(run_dir, epochs, *extra, cwd=None):
-    return subprocess.run(_train_cmd(run_dir, epochs, *extra), capture_output=True, text=True, env=ENV, cwd=cwd,
-                          timeout=TRAIN_TIMEOUT)
+    """`python -m kvae_cli train` in a real subprocess -> CompletedProcess."""
+    return subprocess.run([sys.executable, "-m", "kvae_cli", *_train_args(run_dir, epochs, *extra)],
+                          capture_output=True, text=True, env=ENV, cwd=cwd, timeout=TRAIN_TIMEOUT)
 
 
 def _train_here(capsys, run_dir, epochs):
@@ -48,7 +49,7 @@ def _train_here(capsys, run_dir, epochs):
     from kvae_cli import main
 
     capsys.readouterr()
-    code = main(["train", "--run-dir", str(run_dir), "--epochs", str(epochs), *TRAIN_FLAGS])
+    code = main(_train_args(run_dir, epochs))
     out = capsys.readouterr()
     return code, out.out, out.err
 
@@ -60,7 +61,7 @@ def base_run(tmp_path_factory):
     from kvae_cli import main
 
     run_dir = tmp_path_factory.mktemp("faults") / "base"
-    assert main(["train", "--run-dir", str(run_dir), "--epochs", "1", *TRAIN_FLAGS]) == 0
+    assert main(_train_args(run_dir, 1)) == 0
     assert json.loads((run_dir / "state.json").read_text())["checkpoint"] == "epoch-0001.keras"
     return run_dir
 

@@ -19,9 +19,13 @@ from kvae.train import steps_per_execution
 ARGS = ["--train-limit", "700", "--eval-limit", "1000", "--epochs", "3", "--latent-dim", "4", "--mlp-hidden-units", "32", "--seed", "3"]
 
 
+def _argv(run_dir):
+    return ["train", "--run-dir", str(run_dir), *ARGS]
+
+
 def _train(run_dir):
     """`python -m kvae_cli train` in a real subprocess, to be killed."""
-    return subprocess.Popen([sys.executable, "-m", "kvae_cli", "train", "--run-dir", str(run_dir), *ARGS],
+    return subprocess.Popen([sys.executable, "-m", "kvae_cli", *_argv(run_dir)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -29,7 +33,7 @@ def _train_here(run_dir):
     """The same command through its entry point in this process (no kill to survive: no subprocess needed)."""
     from kvae_cli import main
 
-    assert main(["train", "--run-dir", str(run_dir), *ARGS]) == 0
+    assert main(_argv(run_dir)) == 0
 
 
 @pytest.fixture(scope="module")
