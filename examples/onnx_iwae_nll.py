@@ -19,10 +19,11 @@ that the exported graphs are the model kvae evaluates.
 - Noise: rng = numpy.random.default_rng(--seed); for each batch of --batch
   images, eps = rng.standard_normal((batch, k, latent_dim), dtype=float32).
   Consecutive draws continue one stream, so image i gets the i-th (k, latent_dim)
-  block whatever --batch is. With seed 0 and k <= 1000 these are the draws of
-  kvae's `evaluate(model, x, k=k, seed=0)` (which draws (100, k, latent_dim)
-  per 100 images while k fits its chunk of 1,000), so the two estimates differ
-  only by the computation (ONNX graphs vs Keras), not by Monte Carlo noise.
+  block whatever --batch is. kvae's `evaluate(model, x, k=k, seed=0)` draws
+  the same blocks when its chunk holds all k samples of an image (chunk_size
+  >= k: an MLP's default chunk holds 1,000, a conv model's about 100, see
+  kvae.evaluate.default_chunk_size). Then the two estimates differ only by the
+  computation (ONNX graphs vs Keras), not by Monte Carlo noise.
 """
 
 import argparse

@@ -40,7 +40,10 @@ def evaluate(model, x, y=None, k=5000, seed=0, batch_size=100, chunk_size=None, 
     Returns a dict of floats (nats per image unless named otherwise).
     `chunk_size` caps the number of latent samples decoded at once, per
     image; by default batch_size * chunk_size is about 100,000, less where a
-    layer's output would pass MAX_ACTIVATION numbers (default_chunk_size). A
+    layer's output would pass MAX_ACTIVATION numbers (default_chunk_size). The
+    noise is rng.standard_normal((images, chunk, latent_dim)) per call, so with
+    chunk_size >= k image i gets the i-th (k, latent_dim) block of the seed's
+    stream whatever batch_size is (as examples/onnx_iwae_nll.py draws). A
     conditional model needs the labels y and gives -log p(x|y).
     verbose: 0 silent, 1 a progress bar, 2 one line per batch (for logs).
     `progress_path`: a file where the batches done so far are kept, so that a

@@ -38,7 +38,7 @@ BLOCKER = (  # runs a script with tensorflow, keras, kvae and the exporter unimp
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
 NLL_K, NLL_IMAGES = 200, 60  # the agreement does not depend on them (the script draws evaluate's noise)
-AGREEMENT = 0.1  # nats per image
+AGREEMENT = 1e-4  # nats per image: the same noise (chunk_size=NLL_K), so only float rounding differs (measured 4e-6)
 
 
 def _train(prior, splits):
@@ -345,7 +345,7 @@ def test_outside_script_matches_kvae_evaluate(hvae, splits):
     assert proc.returncode == 0, proc.stderr
     outside = json.loads(proc.stdout.strip().splitlines()[-1])
     _, x_test = evaluation_views(splits.x_val, splits.x_test, True)
-    inside = evaluate(model, x_test[:NLL_IMAGES], k=NLL_K, seed=0, verbose=0)
+    inside = evaluate(model, x_test[:NLL_IMAGES], k=NLL_K, seed=0, chunk_size=NLL_K, verbose=0)
     assert outside["num_examples"] == NLL_IMAGES and outside["k"] == NLL_K
     assert abs(outside["nll"] - inside["nll"]) < AGREEMENT, (outside, inside["nll"])
 

@@ -1,11 +1,16 @@
 """An onnxruntime-only script that knows only ARTIFACTS.md gets kvae's own test NLL.
 
 Both sides use the published test draw (kvae.data.protocol.evaluation_views)
-and the same importance samples: with its default seed 0 the script draws
-what kvae.evaluate.evaluate(seed=0) draws for k <= 1000, so the two numbers
-differ only by the computation (ONNX graphs vs Keras), not by Monte Carlo noise.
-k = 200 and the first 100 test images keep it fast (the issue's numbers are
-k = 1000 on 500 images; the agreement does not depend on them).
+and the same importance samples: the script (seed 0) gives image i the i-th
+(k, latent_dim) block of the noise stream, and so does
+kvae.evaluate.evaluate(seed=0) when its chunk holds all k samples of an
+image. A conv model's default chunk holds fewer (about 100: the size of its
+widest layer bounds it), so the tests pass chunk_size=K and few images per
+call. The two numbers then differ only by the computation (ONNX graphs and
+float64 sums against Keras's float32 ones), which the tight bar below checks:
+with other noise they would differ by the Monte Carlo error, 0.01 to 0.1
+nats here. k = 200 and the first 50 test images keep it fast (the issue's
+numbers are k = 1000 on 500 images; the agreement does not depend on them).
 """
 
 import json
@@ -30,8 +35,11 @@ BLOCKER = (
     "sys.argv = sys.argv[1:]\n"
     "runpy.run_path(sys.argv[0], run_name='__main__')\n"
 )
-K, NUM_IMAGES = 200, 100
-AGREEMENT = 0.1  # nats per image
+K, NUM_IMAGES = 200, 50
+# Nats per image. Measured: 9e-6 for the Gaussian conv model (Keras sums its log p(x|z), near 760 nats, in
+# float32), 1e-6 and 4e-7 for the Bernoulli MLP and the VampPrior one.
+AGREEMENT = 1e-4
+EVALUATE_BATCH = 10  # images per call: 10 * K samples through a conv decoder stay near 200 MB
 
 
 @pytest.mark.parametrize("fixture", ["tiny_run", "tiny_gaussian_conv_run", "tiny_vamp_run"])
@@ -47,6 +55,6 @@ def test_outside_script_matches_kvae_evaluate(fixture, request, tmp_path, splits
     assert proc.returncode == 0, proc.stderr
     outside = json.loads(proc.stdout.strip().splitlines()[-1])
     _, x_test = evaluation_views(splits.x_val, splits.x_test, result.model.likelihood == "bernoulli")
-    inside = evaluate(result.model, x_test[:NUM_IMAGES], k=K, seed=0, verbose=0)
+    inside = evaluate(result.model, x_test[:NUM_IMAGES], k=K, seed=0, batch_size=EVALUATE_BATCH, chunk_size=K, verbose=0)
     assert outside["num_examples"] == NUM_IMAGES and outside["k"] == K
     assert abs(outside["nll"] - inside["nll"]) < AGREEMENT, (outside, inside["nll"])
