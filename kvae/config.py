@@ -87,7 +87,7 @@ class TrainConfig:
     num_classes: int | None = None  # conditional VAE on the dataset's labels 0..C-1
     dtype_policy: str | None = None  # Keras dtype policy of the layers, e.g. mixed_bfloat16
     # Written by train(), never typed: what the data turned out to be (image_size, color_mode, input_shape, image
-    # counts, skipped_files; kvae.data.sources.describe_data). Not compared when a run resumes.
+    # counts, skipped_files; kvae.data.splits.describe_data). Not compared when a run resumes.
     resolved_data: dict | None = None
 
     def __post_init__(self):

@@ -10,7 +10,7 @@ from kvae import architectures, figures
 from kvae.callbacks import EpochCheckpoint, KLWarmup, StopOnNaN
 from kvae.config import TrainConfig
 from kvae.data import load_dataset
-from kvae.data.sources import describe_data
+from kvae.data.splits import describe_data
 from kvae.data import pipeline
 from kvae.distribute import is_chief, is_multi_worker, make_strategy, scalar_logs_callback
 from kvae.optimizers import FusedAdam

@@ -9,7 +9,7 @@ import pytest
 
 from kvae.data import DataError, from_arrays, load_dataset, read_idx
 from kvae.data import pipeline
-from kvae.data.sources import DEFAULT_DATA_DIR, IDX_FILES
+from kvae_contract.idx import DEFAULT_DATA_DIR, IDX_FILES
 
 
 def test_fashion_mnist_splits_are_50k_10k_10k(splits):

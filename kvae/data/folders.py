@@ -28,7 +28,7 @@ import numpy as np
 
 from kvae.config import COLOR_MODES
 from kvae.data.idx import DataError
-from kvae.data.sources import from_arrays, warn
+from kvae.data.splits import from_arrays, warn
 from kvae_contract.errors import MissingDataError
 
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # what image_dataset_from_directory reads
