@@ -107,12 +107,6 @@ class MissingDataError(MissingPathError, DataError):
     """The data folder given (--image-folder) does not exist."""
 
 
-EXIT_CODES = {cls.__name__: cls.exit_code for cls in (
-    KvaeError, ConfigError, InputError, DataError, RunDirError, TrainingDiverged, ExportError, VerificationError,
-    ArtifactError,
-)}
-
-
 def run_command(command, handler, args):
     """Runs a command's handler and returns its exit code; the one place kvae's errors meet the terminal.
 

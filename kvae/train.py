@@ -297,13 +297,6 @@ def _check_config(config):
         )
 
 
-def _check_or_write_config(config):
-    """_check_config, then config.json written (train() writes it only once the data and the state are accepted)."""
-    _check_config(config)
-    os.makedirs(config.run_dir, exist_ok=True)
-    _write_config(config)
-
-
 def _write_config(config):
     """config.json, replaced atomically (a kill leaves the old file or the new one)."""
     path = RunDir(config.run_dir).config
