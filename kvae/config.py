@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+import re
 
 from kvae_contract.errors import ConfigError, RunDirError
 
@@ -138,7 +139,10 @@ class TrainConfig:
         ]
         for ok, message in checks:
             if not ok:
-                raise ConfigError(f"Invalid training config: {message}. Received: {self}")
+                # Received: the settings the message names (as Keras layers do), not the whole config.
+                named = [f.name for f in dataclasses.fields(self) if re.search(rf"\b{f.name}\b", message)]
+                received = ", ".join(f"{name}={getattr(self, name)!r}" for name in named)
+                raise ConfigError(f"Invalid training config: {message}. Received: {received}")
 
     @property
     def binarize(self):

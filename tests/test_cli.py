@@ -75,7 +75,8 @@ def test_training_output_is_quiet_unless_verbose(tmp_path):
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    (["train", "--latent-dim", "0"], errors.ConfigError.exit_code, "kvae train: error: Invalid training config: latent_dim"),
+    (["train", "--latent-dim", "0"], errors.ConfigError.exit_code,
+     "kvae train: error: Invalid training config: latent_dim must be >= 1. Received: latent_dim=0\n"),
     # A path that is not what the command needs is a usage error, like a bad flag.
     (["export", "/nonexistent-run", "--out", "/tmp/never"], errors.ConfigError.exit_code,
      "kvae export: error: /nonexistent-run is not a kvae run directory"),

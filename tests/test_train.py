@@ -108,6 +108,19 @@ def test_presets_are_valid_configs_of_the_documented_models():
     assert conv.encoder.get_layer("dense").units == 512 and conv.latent_dim == 50
 
 
+@pytest.mark.parametrize("settings, received", [
+    (dict(latent_dim=0), "Received: latent_dim=0"),
+    (dict(levels=2, architecture="conv"), "Received: architecture='conv', levels=2"),
+    (dict(iw_samples=3), "Received: objective='elbo', iw_samples=3"),
+    (dict(log_var_bounds=[2, -6]), "Received: log_var_bounds=[2.0, -6.0]"),
+    (dict(color_mode="cmyk"), "Received: color_mode='cmyk'"),
+])
+def test_a_bad_config_names_the_settings_it_received(settings, received):
+    with pytest.raises(ConfigError) as caught:
+        TrainConfig(**settings)
+    assert str(caught.value).endswith(received), caught.value  # those settings only, not the whole config
+
+
 def test_resume_restores_the_weights_and_the_optimizer_state(tmp_path, splits):
     x = pipeline.binarize_once(splits.x_train[:300])
 
