@@ -34,7 +34,7 @@ PRESETS = {
     ),
     # The two-level HVAE of the VampPrior paper (gated 300-300 MLPs, z1 and z2 of 40 each, log-variances in
     # [-6, 2], VampPrior over z2 with K = 500), trained exactly like fashion-vamp, so that the two differ in
-    # the hierarchy alone (an epoch costs 1.6 times fashion-vamp's: about 4.4 hours here); best-validation
+    # the hierarchy alone (an epoch costs 1.6 to 1.8 times fashion-vamp's: 4.4 to 4.9 hours here); best-validation
     # weights kept.
     "fashion-hvae": dict(
         architecture="mlp", levels=2, mlp_layer="gated", mlp_hidden_units=[300, 300], latent_dim=40,
