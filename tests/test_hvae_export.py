@@ -221,6 +221,18 @@ def test_backends_equal_keras(hvae, fresh_images):
     assert set(result.max_abs_diff["encoder"]["onnx"]) == {"z", "log_qz"}
 
 
+def test_the_export_checks_the_decoder_on_the_codes_it_is_fed(hvae, fresh_images):
+    """Draws from the prior and the images' deterministic codes, not flat N(0, I) codes (off p(z1|z2))."""
+    from kvae_export import verify
+
+    _, model, _, _ = hvae
+    x = fresh_images
+    inputs, expected = verify.hierarchical_checks(model, x, verify.check_latents(D))[contract.DECODER]
+    codes = np.concatenate([model.sample_prior(verify.NUM_CHECK_LATENTS, seed=verify.CHECK_SEED), model.encode(x)[0]])
+    np.testing.assert_array_equal(inputs["z"], codes)
+    np.testing.assert_allclose(expected["x_mean"], model.decode(codes), atol=1e-6, rtol=0)
+
+
 def test_failed_verification_publishes_nothing(hvae, splits, tmp_path, monkeypatch):
     import kvae_export.verify
     from kvae_export import ExportError, export_vae
